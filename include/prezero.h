@@ -1,0 +1,81 @@
+/* prezero: a malloc replacement that serves calloc and large allocations from
+ * memory that is already resident and known to be zero.
+ *
+ * Preload it (LD_PRELOAD=libprezero.so) or link it (-lprezero): either way it
+ * replaces malloc, free and the rest of the C allocation API. The functions
+ * below are the same allocator under explicit names, plus what only prezero
+ * offers (statistics). See prezero(3) / README.md for the environment
+ * variables that tune it.
+ */
+#ifndef PREZERO_H
+#define PREZERO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PREZERO_API __attribute__((visibility("default")))
+
+#define PREZERO_VERSION_MAJOR 0
+#define PREZERO_VERSION_MINOR 1
+#define PREZERO_VERSION_PATCH 0
+
+/* Same contracts as the C library functions of the same name without the
+ * prefix (including errno values). */
+PREZERO_API void *prezero_malloc(size_t size);
+PREZERO_API void prezero_free(void *ptr);
+PREZERO_API void *prezero_calloc(size_t nmemb, size_t size);
+PREZERO_API void *prezero_realloc(void *ptr, size_t size);
+PREZERO_API void *prezero_reallocarray(void *ptr, size_t nmemb, size_t size);
+PREZERO_API int prezero_posix_memalign(void **memptr, size_t alignment, size_t size);
+PREZERO_API void *prezero_aligned_alloc(size_t alignment, size_t size);
+PREZERO_API void *prezero_memalign(size_t alignment, size_t size);
+PREZERO_API void *prezero_valloc(size_t size);
+PREZERO_API void *prezero_pvalloc(size_t size);
+PREZERO_API size_t prezero_malloc_usable_size(void *ptr);
+PREZERO_API void prezero_free_sized(void *ptr, size_t size);
+PREZERO_API void prezero_free_aligned_sized(void *ptr, size_t alignment, size_t size);
+PREZERO_API int prezero_malloc_trim(size_t pad);
+
+/* Statistics: a snapshot summed over all threads on demand. Counters are
+ * totals since start unless they say "now". */
+struct prezero_stats {
+  uint64_t version;              /* PREZERO_STATS_VERSION */
+  uint64_t malloc_calls;         /* malloc, calloc, realloc, aligned */
+  uint64_t free_calls;
+  uint64_t calloc_calls;
+  uint64_t calloc_skipped_bytes; /* calloc bytes known zero: no memset */
+  uint64_t calloc_zeroed_bytes;  /* calloc bytes we had to memset */
+  uint64_t large_allocs;         /* allocations of whole 2 MiB chunks */
+  uint64_t large_live_bytes;     /* now */
+  uint64_t small_live_bytes;     /* now: bytes in handed-out small blocks */
+  uint64_t small_page_bytes;     /* now: bytes in small/medium pages */
+  uint64_t reserved_bytes;       /* now: address space reserved in regions */
+  uint64_t chunks_untouched;     /* now: free chunks never faulted */
+  uint64_t chunks_ready;         /* now: free chunks resident and zero */
+  uint64_t chunks_dirty;         /* now: free chunks holding old data */
+  uint64_t chunks_used;          /* now: chunks holding allocations */
+  uint64_t discarded_bytes;      /* given back to the kernel */
+  uint64_t realloc_moved;        /* large reallocs done by moving pages */
+  uint64_t realloc_in_place;
+  uint64_t remote_frees;         /* frees from a thread other than the owner */
+  uint64_t heaps;                /* thread heaps made (reused on thread exit) */
+  uint64_t oom;                  /* requests refused with ENOMEM */
+  int thp;                       /* 1: huge pages in use, 0: 4 KiB pages */
+};
+#define PREZERO_STATS_VERSION 1
+
+/* Fill *st (returns 0), or -1 with errno EINVAL for NULL. */
+PREZERO_API int prezero_stats_get(struct prezero_stats *st);
+/* Print a readable summary on stderr (what PREZERO_STATS=1 prints at exit). */
+PREZERO_API void prezero_stats_print(void);
+/* "major.minor.patch" */
+PREZERO_API const char *prezero_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,199 @@
+/* The C allocation API, implemented once (pz_*); override.c exports it as
+ * malloc/free/..., public.c as prezero_*.
+ *
+ * Dispatch: sizes up to PZ_SMALL_MAX take the inline thread-cache path;
+ * up to PREZERO_LARGE_THRESHOLD a medium span in the thread's chunks;
+ * above it whole chunks from the pool. free() classifies a pointer by the
+ * chunk map, so pointers we never returned are caught before we touch
+ * them. Errors: NULL + ENOMEM when memory is refused; EINVAL for bad
+ * alignments, as glibc documents each function.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+static PZ_COLD void *oom(void) {
+  atomic_fetch_add_explicit(&pz_gstats.oom, 1, memory_order_relaxed);
+  errno = ENOMEM;
+  return NULL;
+}
+
+static inline pz_chunk *chunk_of(const void *p) {
+  return (pz_chunk *)((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK);
+}
+
+static PZ_NOINLINE void *alloc_big(size_t size, bool zero) {
+  if (PZ_UNLIKELY(size > PZ_MAX_ALLOC)) return oom();
+  pz_ensure_init();
+  void *p;
+  if (size < (size_t)pz_opt(PZ_OPT_LARGE_THRESHOLD)) {
+    pz_heap *h = pz_heap_get();
+    p = h ? pz_small_alloc_slow(h, size, zero) : NULL;
+  } else {
+    p = pz_large_alloc(size, 0, zero);
+  }
+  return p ? p : oom();
+}
+
+void *pz_malloc(size_t size) {
+  if (PZ_LIKELY(size <= PZ_SMALL_MAX)) {
+    void *p = pz_small_alloc(size, false);
+    return PZ_LIKELY(p != NULL) ? p : oom();
+  }
+  return alloc_big(size, false);
+}
+
+void *pz_calloc(size_t n, size_t size) {
+  size_t total;
+  if (PZ_UNLIKELY(__builtin_mul_overflow(n, size, &total))) return oom();
+  if (PZ_LIKELY(total <= PZ_SMALL_MAX)) {
+    void *p = pz_small_alloc(total, true);
+    return PZ_LIKELY(p != NULL) ? p : oom();
+  }
+  return alloc_big(total, true);
+}
+
+/* Validate p and tell what it is. Aborts on a pointer we did not return. */
+enum kind { K_SMALL, K_LARGE };
+static enum kind classify(const void *p, const char *fn) {
+  uint32_t e = pz_map_get(p);
+  switch (e & 15) {
+  case PZ_MK_SMALL:
+    return K_SMALL;
+  case PZ_MK_LARGE:
+    if (((uintptr_t)p & PZ_CHUNK_MASK) == 0) return K_LARGE;
+    break;
+  case PZ_MK_FREE:
+    pz_fatal("%s(): double free or invalid pointer: %p (memory is free)", fn, p);
+  default:
+    break;
+  }
+  pz_fatal("%s(): invalid pointer: %p (not allocated by prezero)", fn, p);
+}
+
+void pz_free(void *p) {
+  if (!p) return;
+  uint32_t e = pz_map_get(p);
+  if (PZ_LIKELY((e & 15) == PZ_MK_SMALL)) {
+    pz_small_free(p, chunk_of(p));
+    return;
+  }
+  if (classify(p, "free") == K_LARGE) pz_large_free(p);
+}
+
+size_t pz_usable_size(const void *p) {
+  if (!p) return 0;
+  uint32_t e = pz_map_get(p);
+  if ((e & 15) == PZ_MK_SMALL) {
+    pz_page *pg = pz_small_page_of(chunk_of(p), p);
+    return pg ? pg->block_size - (size_t)((const char *)p - pg->start) % pg->block_size : 0;
+  }
+  if ((e & 15) == PZ_MK_LARGE && ((uintptr_t)p & PZ_CHUNK_MASK) == 0) return pz_large_usable(p);
+  return 0;
+}
+
+void *pz_realloc(void *p, size_t size) {
+  if (!p) return pz_malloc(size);
+  if (size == 0) { /* glibc: free and return NULL */
+    pz_free(p);
+    return NULL;
+  }
+  if (PZ_UNLIKELY(size > PZ_MAX_ALLOC)) return oom();
+  size_t old;
+  if (classify(p, "realloc") == K_SMALL) {
+    pz_page *pg = pz_small_page_of(chunk_of(p), p);
+    if (!pg || (size_t)((char *)p - pg->start) % pg->block_size)
+      pz_fatal("realloc(): invalid pointer: %p", p);
+    old = pg->block_size;
+    if (size <= old && (size > old / 2 || old <= 64)) return p; /* fits; not too roomy */
+  } else {
+    if (size >= (size_t)pz_opt(PZ_OPT_LARGE_THRESHOLD)) {
+      void *q = pz_large_realloc(p, size);
+      return q ? q : oom();
+    }
+    old = pz_large_usable(p);
+  }
+  void *q = pz_malloc(size);
+  if (!q) return NULL; /* errno set; p untouched */
+  memcpy(q, p, old < size ? old : size);
+  pz_free(p);
+  return q;
+}
+
+void *pz_reallocarray(void *p, size_t n, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(n, size, &total)) return oom();
+  return pz_realloc(p, total);
+}
+
+/* Alignment `align` is a power of two here. */
+static void *alloc_aligned(size_t align, size_t size) {
+  if (align <= PZ_ALIGN) return pz_malloc(size);
+  if (size > PZ_MAX_ALLOC) return oom();
+  pz_ensure_init();
+  void *p;
+  if (align <= PZ_SLICE_SIZE && size < (size_t)pz_opt(PZ_OPT_LARGE_THRESHOLD))
+    p = pz_small_alloc_aligned(size, align, false);
+  else
+    p = pz_large_alloc(size, align, false);
+  return p ? p : oom();
+}
+
+int pz_posix_memalign(void **out, size_t align, size_t size) {
+  if (!pz_is_pow2(align) || align % sizeof(void *)) return EINVAL;
+  int saved = errno;
+  void *p = alloc_aligned(align, size);
+  errno = saved;
+  if (!p) return ENOMEM;
+  *out = p;
+  return 0;
+}
+
+void *pz_aligned_alloc(size_t align, size_t size) {
+  if (!pz_is_pow2(align)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return alloc_aligned(align, size);
+}
+
+void *pz_memalign(size_t align, size_t size) {
+  if (align > ((size_t)1 << 62)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (!pz_is_pow2(align)) { /* glibc rounds up to a power of two */
+    size_t a = PZ_ALIGN;
+    while (a < align) a <<= 1;
+    align = a;
+  }
+  return alloc_aligned(align, size);
+}
+
+void *pz_valloc(size_t size) { return alloc_aligned(PZ_PAGE_SIZE, size); }
+
+void *pz_pvalloc(size_t size) {
+  if (size > PZ_MAX_ALLOC) return oom();
+  size_t rounded = pz_align_up(size ? size : 1, PZ_PAGE_SIZE);
+  return alloc_aligned(PZ_PAGE_SIZE, rounded);
+}
+
+void pz_free_sized(void *p, size_t size) {
+  if (p && pz_opt(PZ_OPT_CHECKS) && size > pz_usable_size(p))
+    pz_fatal("free_sized(): size %zu larger than the block at %p", size, p);
+  pz_free(p);
+}
+
+void pz_free_aligned_sized(void *p, size_t align, size_t size) {
+  if (p && pz_opt(PZ_OPT_CHECKS) && ((uintptr_t)p % (align ? align : 1) || size > pz_usable_size(p)))
+    pz_fatal("free_aligned_sized(): alignment %zu or size %zu does not match the block at %p",
+             align, size, p);
+  pz_free(p);
+}
+
+int pz_trim(size_t pad) {
+  if (atomic_load(&pz_init_state) != 2) return 0;
+  pz_heaps_collect_all();
+  return pz_chunk_trim(pad) > 0;
+}

@@ -1,0 +1,91 @@
+/* Initialisation and fork.
+ *
+ * Init runs on the first call that needs it (a slow path), from static
+ * state; the constructor is only an early trigger. The first call may come
+ * from the dynamic loader, from libc start-up or from another library's
+ * constructor, before ours ran, so nothing here allocates: options are read
+ * from `environ` by hand, the kernel probe reads files into stack buffers.
+ *
+ * Fork: prepare takes every allocator lock in one order (heaps -> pool ->
+ * meta), parent and child release them; the child also marks heaps of
+ * threads that did not survive the fork as abandoned.
+ */
+
+#include <stdlib.h>
+#include <sys/auxv.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+extern char **environ;
+
+_Atomic int pz_init_state;
+static _Atomic pid_t init_tid;
+static bool options_from_env;
+
+static void prefork(void) {
+  if (atomic_load(&pz_init_state) != 2) return;
+  pz_heaps_prefork();
+  pz_pool_prefork();
+  pz_meta_prefork();
+}
+static void postfork_parent(void) {
+  if (atomic_load(&pz_init_state) != 2) return;
+  pz_meta_postfork();
+  pz_pool_postfork(false);
+  pz_heaps_postfork(false);
+}
+static void postfork_child(void) {
+  if (atomic_load(&pz_init_state) != 2) return;
+  pz_meta_postfork();
+  pz_pool_postfork(true);
+  pz_heaps_postfork(true);
+}
+
+static void load_options(void) {
+  bool secure = getauxval(AT_SECURE) != 0;
+  options_from_env = environ != NULL;
+  pz_options_load(environ, secure);
+}
+
+static void init_once(void) {
+  load_options();
+  pz_probe_kernel();
+  pz_pool_init();
+  if (pz_small_init() != 0) pz_warn("pthread_key_create failed: thread caches are not returned at thread exit");
+  pthread_atfork(prefork, postfork_parent, postfork_child);
+}
+
+void pz_init_slow(void) {
+  int expect = 0;
+  if (atomic_compare_exchange_strong(&pz_init_state, &expect, 1)) {
+    atomic_store(&init_tid, pz_os_gettid());
+    init_once();
+    atomic_store_explicit(&pz_init_state, 2, memory_order_release);
+    return;
+  }
+  if (atomic_load(&init_tid) == pz_os_gettid()) return; /* re-entered from init: go on */
+  while (atomic_load_explicit(&pz_init_state, memory_order_acquire) != 2) sched_yield();
+}
+
+__attribute__((constructor)) static void pz_constructor(void) {
+  pz_ensure_init();
+  if (!options_from_env && environ) load_options(); /* init ran before environ was set */
+  if (pz_opt(PZ_OPT_VERBOSE)) {
+    pz_log("prezero %s: THP %s (pmd %zu), huge pages for chunks: %s, %u cpus", prezero_version(),
+           pz_thp_mode_name(pz_kernel.thp_enabled), pz_kernel.pmd_size,
+           pz_opt(PZ_OPT_THP) == PZ_THP_OPT_NEVER ? "off (PREZERO_THP=never)"
+           : pz_kernel.thp_usable || pz_opt(PZ_OPT_THP) == PZ_THP_OPT_ALWAYS ? "yes"
+                                                                           : "no (4 KiB pages)",
+           pz_kernel.ncpus);
+    pz_options_print();
+  }
+}
+
+__attribute__((destructor)) static void pz_destructor(void) {
+  if (pz_opt(PZ_OPT_STATS)) pz_stats_print_fd(2);
+}
+
+void pz_bad_pointer(const char *what, const void *p) {
+  pz_fatal("free(): %s: %p", what, p);
+}

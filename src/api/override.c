@@ -1,0 +1,96 @@
+/* The exported C library allocation symbols, and nothing else: thin
+ * forwards to api.c. Built into libprezero.so only (tests link the core
+ * without these, so the test harness keeps glibc's malloc). */
+#include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+PZ_EXPORT void *malloc(size_t n) { return pz_malloc(n); }
+PZ_EXPORT void free(void *p) { pz_free(p); }
+PZ_EXPORT void *calloc(size_t n, size_t s) { return pz_calloc(n, s); }
+PZ_EXPORT void *realloc(void *p, size_t n) { return pz_realloc(p, n); }
+PZ_EXPORT void *reallocarray(void *p, size_t n, size_t s) { return pz_reallocarray(p, n, s); }
+PZ_EXPORT int posix_memalign(void **out, size_t a, size_t n) { return pz_posix_memalign(out, a, n); }
+PZ_EXPORT void *aligned_alloc(size_t a, size_t n) { return pz_aligned_alloc(a, n); }
+PZ_EXPORT void *memalign(size_t a, size_t n) { return pz_memalign(a, n); }
+PZ_EXPORT void *valloc(size_t n) { return pz_valloc(n); }
+PZ_EXPORT void *pvalloc(size_t n) { return pz_pvalloc(n); }
+PZ_EXPORT size_t malloc_usable_size(void *p) { return pz_usable_size(p); }
+PZ_EXPORT void free_sized(void *p, size_t n) { pz_free_sized(p, n); }
+PZ_EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { pz_free_aligned_sized(p, a, n); }
+PZ_EXPORT int malloc_trim(size_t pad) { return pz_trim(pad); }
+PZ_EXPORT void cfree(void *p) { pz_free(p); }
+
+/* glibc's internal names, which some programs and tools call directly */
+PZ_EXPORT void *__libc_malloc(size_t n) { return pz_malloc(n); }
+PZ_EXPORT void __libc_free(void *p) { pz_free(p); }
+PZ_EXPORT void *__libc_calloc(size_t n, size_t s) { return pz_calloc(n, s); }
+PZ_EXPORT void *__libc_realloc(void *p, size_t n) { return pz_realloc(p, n); }
+PZ_EXPORT void *__libc_memalign(size_t a, size_t n) { return pz_memalign(a, n); }
+PZ_EXPORT void *__libc_valloc(size_t n) { return pz_valloc(n); }
+PZ_EXPORT void *__libc_pvalloc(size_t n) { return pz_pvalloc(n); }
+PZ_EXPORT int __posix_memalign(void **out, size_t a, size_t n) { return pz_posix_memalign(out, a, n); }
+
+/* mallopt: every parameter is accepted and ignored (returns 1, success):
+ * prezero is tuned by PREZERO_* variables; glibc's M_* knobs describe
+ * arenas and sbrk, which prezero does not have. */
+PZ_EXPORT int mallopt(int param, int value) {
+  (void)param;
+  (void)value;
+  return 1;
+}
+
+static struct mallinfo2 info2(void) {
+  struct prezero_stats st;
+  pz_stats_collect(&st);
+  struct mallinfo2 mi;
+  memset(&mi, 0, sizeof mi);
+  mi.arena = st.small_page_bytes + st.large_live_bytes;
+  mi.ordblks = st.chunks_untouched + st.chunks_ready + st.chunks_dirty;
+  mi.hblks = 0;
+  mi.hblkhd = st.large_live_bytes;
+  mi.uordblks = st.small_live_bytes + st.large_live_bytes;
+  mi.fordblks = mi.arena > mi.uordblks ? mi.arena - mi.uordblks : 0;
+  mi.keepcost = st.chunks_dirty << PZ_CHUNK_SHIFT;
+  return mi;
+}
+
+PZ_EXPORT struct mallinfo2 mallinfo2(void) { return info2(); }
+
+PZ_EXPORT struct mallinfo mallinfo(void) {
+  struct mallinfo2 m2 = info2();
+  struct mallinfo mi;
+  mi.arena = (int)m2.arena;
+  mi.ordblks = (int)m2.ordblks;
+  mi.smblks = 0;
+  mi.hblks = (int)m2.hblks;
+  mi.hblkhd = (int)m2.hblkhd;
+  mi.usmblks = 0;
+  mi.fsmblks = 0;
+  mi.uordblks = (int)m2.uordblks;
+  mi.fordblks = (int)m2.fordblks;
+  mi.keepcost = (int)m2.keepcost;
+  return mi;
+}
+
+PZ_EXPORT void malloc_stats(void) { pz_stats_print_fd(2); }
+
+/* Called by the program, not on an allocation path: stdio is fine here. */
+PZ_EXPORT int malloc_info(int options, FILE *fp) {
+  if (options != 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  struct prezero_stats st;
+  pz_stats_collect(&st);
+  fprintf(fp,
+          "<malloc version=\"prezero-%s\">\n"
+          "<total type=\"small\" size=\"%llu\"/>\n<total type=\"large\" size=\"%llu\"/>\n"
+          "<system type=\"reserved\" size=\"%llu\"/>\n</malloc>\n",
+          prezero_version(), (unsigned long long)st.small_live_bytes,
+          (unsigned long long)st.large_live_bytes, (unsigned long long)st.reserved_bytes);
+  return 0;
+}

@@ -1,0 +1,378 @@
+/* prezero internal interface.
+ *
+ * Layers, dependencies pointing down only:
+ *
+ *   api/      entry points (pz_malloc ...), init state machine, fork hooks;
+ *             override.c holds nothing but the exported malloc/free symbols.
+ *   small/    size classes, per-thread heaps, pages carved from chunks
+ *             (objects up to PZ_SMALL_MAX, and single-block "medium" spans
+ *             up to the large threshold).
+ *   large/    runs of whole 2 MiB chunks (one allocation each).
+ *   pool/     regions of 2 MiB chunks, the chunk state machine, chunk map.
+ *   os/       the only place that makes system calls: mmap/madvise wrappers
+ *             behind an injectable hook table, no-alloc file reads, probe.
+ *   util      options, stats, log (formatting without malloc).
+ *
+ * Rule for every file: nothing reachable from an allocation path may call
+ * malloc, stdio, getenv or libnuma (they may allocate, and we are malloc).
+ */
+#ifndef PZ_INTERNAL_H
+#define PZ_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <sys/types.h>
+
+#include "prezero.h"
+
+#define PZ_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PZ_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PZ_HIDDEN __attribute__((visibility("hidden")))
+#define PZ_EXPORT __attribute__((visibility("default")))
+#define PZ_NOINLINE __attribute__((noinline))
+#define PZ_COLD __attribute__((cold, noinline))
+
+#define PZ_KiB ((size_t)1024)
+#define PZ_MiB (1024 * PZ_KiB)
+#define PZ_GiB (1024 * PZ_MiB)
+
+#define PZ_CHUNK_SHIFT 21
+#define PZ_CHUNK_SIZE ((size_t)1 << PZ_CHUNK_SHIFT) /* 2 MiB, one PMD huge page */
+#define PZ_CHUNK_MASK (PZ_CHUNK_SIZE - 1)
+#define PZ_SLICE_SHIFT 16
+#define PZ_SLICE_SIZE ((size_t)1 << PZ_SLICE_SHIFT) /* 64 KiB */
+#define PZ_SLICES (PZ_CHUNK_SIZE / PZ_SLICE_SIZE)   /* 32, slice 0 = header */
+#define PZ_PAGE_SIZE ((size_t)4096)
+#define PZ_ALIGN 16                                  /* minimum alignment */
+
+#define PZ_SMALL_MAX ((size_t)128 * 1024) /* largest size class */
+#define PZ_NCLASSES 48
+#define PZ_MEDIUM_MAX ((PZ_SLICES - 1) * PZ_SLICE_SIZE) /* 1984 KiB */
+#define PZ_MAX_ALLOC ((size_t)PTRDIFF_MAX - PZ_CHUNK_SIZE)
+
+static inline size_t pz_align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
+static inline bool pz_is_pow2(size_t x) { return x && !(x & (x - 1)); }
+
+/* ==================================================================== log.c
+ * Messages are formatted into a stack buffer by a small printf subset
+ * (%s %d %u %ld %lu %zu %zd %x %lx %p %c %%, with l/z modifiers and a
+ * minimum width) and written with write(2) to stderr. */
+#include <stdarg.h>
+PZ_HIDDEN size_t pz_vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap);
+PZ_HIDDEN size_t pz_snprintf(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+PZ_HIDDEN void pz_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+PZ_HIDDEN void pz_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+PZ_HIDDEN _Noreturn void pz_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+PZ_HIDDEN void pz_write_stderr(const char *s, size_t n);
+
+/* ==================================================================== os/os.c
+ * System calls. Every primitive returns 0 or an errno value (never sets a
+ * global), so callers can fall back. The table is what tests replace. */
+struct pz_os_hooks {
+  void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+  int (*munmap)(void *addr, size_t len);
+  int (*madvise)(void *addr, size_t len, int advice);
+  void *(*mremap)(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
+};
+PZ_HIDDEN extern struct pz_os_hooks pz_os; /* the live table */
+PZ_HIDDEN void pz_os_set_hooks(const struct pz_os_hooks *h); /* NULL: defaults */
+PZ_HIDDEN void pz_os_default_hooks(struct pz_os_hooks *out);
+
+/* Map `len` bytes aligned to `align` (a power of two >= page size),
+ * read/write, private anonymous, MAP_NORESERVE. NULL on failure. */
+PZ_HIDDEN void *pz_os_map_aligned(size_t len, size_t align);
+PZ_HIDDEN int pz_os_unmap(void *p, size_t len);
+/* Hint huge pages (returns errno; EINVAL when THP is compiled out). */
+PZ_HIDDEN int pz_os_hugepage(void *p, size_t len);
+/* Give pages back to the kernel; they read as zero afterwards. */
+PZ_HIDDEN int pz_os_discard(void *p, size_t len);
+/* Move pages [old, old+old_len) to new_addr (already ours) and grow to
+ * new_len. Returns errno. */
+PZ_HIDDEN int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len);
+/* Re-map a fresh zero range over [p, p+len) (MAP_FIXED). Returns errno. */
+PZ_HIDDEN int pz_os_remap_fresh(void *p, size_t len);
+/* Read a small file (/proc, /sys) into buf without allocating. Returns
+ * bytes read (NUL-terminated) or -errno. */
+PZ_HIDDEN ssize_t pz_os_read_file(const char *path, char *buf, size_t cap);
+PZ_HIDDEN pid_t pz_os_gettid(void);
+PZ_HIDDEN uint64_t pz_os_random(void); /* getrandom or a time-seeded fallback */
+PZ_HIDDEN uint64_t pz_os_now_ns(void);
+
+/* ==================================================================== os/probe.c
+ * What the kernel offers, read once at init. */
+enum pz_thp_mode { PZ_THP_ALWAYS, PZ_THP_MADVISE, PZ_THP_NEVER, PZ_THP_UNKNOWN };
+struct pz_kernel {
+  enum pz_thp_mode thp_enabled;
+  size_t pmd_size;     /* 0 when unknown */
+  bool thp_usable;     /* huge pages can be had for our chunks */
+  size_t page_size;
+  unsigned ncpus;
+};
+PZ_HIDDEN extern struct pz_kernel pz_kernel;
+PZ_HIDDEN void pz_probe_kernel(void);
+PZ_HIDDEN const char *pz_thp_mode_name(enum pz_thp_mode m);
+
+/* ==================================================================== options.c
+ * One table; values read from environ without allocating. */
+enum pz_opt {
+  PZ_OPT_STATS,            /* bool: print stats at exit */
+  PZ_OPT_VERBOSE,          /* bool: print options and probe at start */
+  PZ_OPT_THP,              /* enum auto|always|never */
+  PZ_OPT_LARGE_THRESHOLD,  /* size: >= this go to whole chunks */
+  PZ_OPT_RETAIN,           /* size: free chunks kept mapped before discard */
+  PZ_OPT_CHECKS,           /* bool: invalid/double free checks */
+  PZ_OPT_MREMAP_THRESHOLD, /* size: large realloc moves pages above this */
+  PZ_OPT__COUNT
+};
+enum { PZ_THP_OPT_AUTO = 0, PZ_THP_OPT_ALWAYS = 1, PZ_THP_OPT_NEVER = 2 };
+enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM };
+struct pz_option_desc {
+  const char *name; /* without the PREZERO_ prefix */
+  enum pz_opt_kind kind;
+  long long def, min, max;
+  const char *const *choices; /* for PZ_OK_ENUM, NULL-terminated */
+  const char *doc;
+};
+PZ_HIDDEN extern long long pz_opts[PZ_OPT__COUNT];
+PZ_HIDDEN extern const struct pz_option_desc pz_option_table[PZ_OPT__COUNT];
+/* Parse from an environment vector (NULL: use defaults). `secure` ignores
+ * all PREZERO_* variables (setuid programs). Returns warnings printed. */
+PZ_HIDDEN int pz_options_load(char *const *envp, bool secure);
+/* Parse one value; returns 0 and sets *out, or -1 on malformed input. */
+PZ_HIDDEN int pz_option_parse(const struct pz_option_desc *d, const char *s, long long *out);
+PZ_HIDDEN void pz_options_print(void);
+static inline long long pz_opt(enum pz_opt o) { return pz_opts[o]; }
+
+/* ==================================================================== pool/chunk.c
+ * Regions are reservations of 2 MiB-aligned chunks. Each free chunk is in
+ * one state; the transitions live in pz_chunk_next_state() and nowhere
+ * else:
+ *
+ *   UNTOUCHED --alloc--> USED --free--> DIRTY --discard--> UNTOUCHED
+ *   DIRTY --alloc(malloc)--> USED            READY --alloc--> USED
+ *   (READY: resident and known zero; made by the pool workers, issue #3)
+ */
+enum pz_chunk_state {
+  PZ_CS_UNTOUCHED = 0, /* never faulted or discarded: reads zero */
+  PZ_CS_READY,         /* resident and known zero */
+  PZ_CS_DIRTY,         /* freed by the program: contents unknown */
+  PZ_CS_USED,          /* head of a run in use */
+  PZ_CS_TAIL,          /* non-head chunk of a run in use */
+};
+enum pz_chunk_event { PZ_CE_ALLOC, PZ_CE_FREE, PZ_CE_DISCARD, PZ_CE_ZEROED };
+/* Returns the next state, or -1 for a transition that must not happen. */
+PZ_HIDDEN int pz_chunk_next_state(enum pz_chunk_state s, enum pz_chunk_event e);
+
+/* Chunk map: one entry per 2 MiB of address space, telling what the chunk
+ * holds, so free() can validate any pointer without touching it. */
+enum pz_map_kind { PZ_MK_NONE = 0, PZ_MK_SMALL, PZ_MK_LARGE, PZ_MK_LARGE_TAIL, PZ_MK_FREE };
+PZ_HIDDEN uint32_t pz_map_get(const void *p);
+PZ_HIDDEN void pz_map_set_range(void *base, size_t nchunks, enum pz_map_kind kind, uint32_t region);
+
+struct pz_region {
+  char *base;
+  uint32_t nchunks;
+  uint32_t id;
+  uint32_t nfree;        /* chunks not USED/TAIL; guarded by pz_pool.lock */
+  uint8_t *state;        /* enum pz_chunk_state per chunk; guarded by lock */
+  uint32_t *runlen;      /* at a run's head: chunks in the run */
+  struct pz_region *next;
+};
+struct pz_pool_stats {
+  size_t regions, reserved_bytes, chunks[5], runs_alloc, runs_free;
+  size_t discarded_bytes, thp_refused;
+};
+/* Allocate a run of `n` chunks aligned to `align` bytes (a power of two;
+ * 0 = chunk alignment). Flags: PZ_CA_PREFER_ZERO picks chunks that read
+ * zero first (else dirty ones first, saving zero memory for calloc);
+ * PZ_CA_ZERO also guarantees the run reads zero (dirty chunks are zeroed
+ * outside the pool lock). *zero_out (may be NULL): the run reads zero;
+ * *zeroed_out: bytes we had to memset. NULL when the OS refuses memory. */
+enum { PZ_CA_PREFER_ZERO = 1, PZ_CA_ZERO = 3 };
+PZ_HIDDEN void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind,
+                               bool *zero_out, size_t *zeroed_out);
+PZ_HIDDEN void pz_chunk_free(void *base);         /* whole run, by head */
+/* Move the pages of run `from` into run `to` (just allocated, longer) with
+ * mremap: no copy. `from` is freed, its address range fresh again. */
+PZ_HIDDEN bool pz_chunk_move(void *from, void *to);
+PZ_HIDDEN size_t pz_chunk_run_len(const void *base); /* chunks in run */
+/* Shrink a run in place to n chunks (tail chunks become DIRTY). */
+PZ_HIDDEN void pz_chunk_shrink(void *base, size_t n);
+/* Try to grow a run in place to n chunks (new contents undefined). */
+PZ_HIDDEN bool pz_chunk_grow(void *base, size_t n);
+/* Discard DIRTY free chunks beyond `keep` bytes; returns bytes discarded. */
+PZ_HIDDEN size_t pz_chunk_trim(size_t keep);
+PZ_HIDDEN void pz_chunk_stats(struct pz_pool_stats *out);
+PZ_HIDDEN void pz_pool_init(void);
+PZ_HIDDEN void pz_pool_prefork(void);
+PZ_HIDDEN void pz_pool_postfork(bool child);
+PZ_HIDDEN void pz_pool_reset_for_tests(void);
+
+/* ==================================================================== meta.c
+ * Internal metadata memory (heaps, region arrays, map leaves): bump
+ * allocation from mapped blocks, never freed. Zeroed. */
+PZ_HIDDEN void *pz_meta_alloc(size_t size);
+PZ_HIDDEN void pz_meta_prefork(void);
+PZ_HIDDEN void pz_meta_postfork(void); /* parent and child */
+
+/* ==================================================================== small/
+ * Blocks are linked through their first word; the second word holds a
+ * per-process key while the block is free, which makes double frees cheap
+ * to detect (a freshly handed-out block has it cleared). */
+typedef struct pz_block { struct pz_block *next; uintptr_t key; } pz_block;
+
+struct pz_heap;
+/* A page: a span of slices holding blocks of one size. Lives in the chunk
+ * header. Fields marked (owner) are touched only by the owning heap's
+ * thread; xfree is the one field other threads write. */
+typedef struct pz_page {
+  pz_block *free;        /* (owner) blocks to hand out */
+  pz_block *local_free;  /* (owner) blocks freed by the owner */
+  uint32_t used;         /* (owner) blocks handed out, incl. pending xfree */
+  uint32_t capacity;     /* (owner) blocks initialised so far (lazy) */
+  uint32_t reserved;     /* blocks that fit in the span */
+  uint32_t block_size;
+  uint64_t div_magic;    /* ceil(2^40 / block_size): interior-pointer check */
+  uint8_t cls;           /* size class, or PZ_NCLASSES for a medium span */
+  uint8_t nslices;       /* span length; 0 = slice is free */
+  uint8_t slice_offset;  /* in a non-head slice: distance to the head */
+  uint8_t free_is_zero;  /* (owner) blocks in `free` read zero past word 0 */
+  uint8_t in_full;       /* (owner) on the heap's full list */
+  uint8_t span_zero;     /* span was zero when the page was made */
+  _Atomic(uint8_t) delayed_pending; /* on its heap's delayed stack */
+  _Atomic(uintptr_t) xfree; /* blocks freed by other threads | PZ_XF_DELAYED */
+  _Atomic(struct pz_heap *) heap;
+  struct pz_page *next, *prev;   /* (owner) in a class queue or full list */
+  struct pz_page *delayed_next;  /* on heap->delayed */
+  char *start;
+} pz_page;
+#define PZ_XF_DELAYED ((uintptr_t)1)
+
+typedef struct pz_chunk {
+  uint32_t magic;
+  uint32_t used_slices;  /* (owner) bitmap; bit 0 = header */
+  uint32_t dirty_slices; /* (owner) slices written since the chunk was zero */
+  uint32_t npages;
+  struct pz_heap *heap;
+  struct pz_chunk *next, *prev; /* (owner) heap's chunk list */
+  pz_page pages[PZ_SLICES];
+} pz_chunk;
+#define PZ_CHUNK_MAGIC 0x707a6368u
+
+struct pz_heap_stats {
+  size_t malloc_calls, free_calls, calloc_calls, realloc_calls;
+  size_t calloc_skipped_bytes, calloc_zeroed_bytes;
+  size_t pages_made, pages_retired, remote_frees;
+};
+
+typedef struct pz_heap {
+  pz_page *pages[PZ_NCLASSES];   /* head of each class queue (never NULL) */
+  pz_page *full;                 /* pages with no free block, or medium */
+  _Atomic(pz_page *) delayed;    /* full pages that got a remote free */
+  pz_chunk *chunks;              /* chunks owned, with free slices or not */
+  pid_t owner;                   /* 0 = abandoned */
+  bool in_use;
+  struct pz_heap_stats stats;
+  struct pz_heap *next_all;      /* all heaps; guarded by pz_heaps_lock */
+  struct pz_heap *next_abandoned;
+} pz_heap;
+
+PZ_HIDDEN extern __thread pz_heap *pz_tls_heap;
+PZ_HIDDEN extern pz_heap pz_heap_empty;
+PZ_HIDDEN extern uintptr_t pz_free_key;
+
+PZ_HIDDEN extern const uint32_t pz_class_size[PZ_NCLASSES];
+static inline unsigned pz_size_class(size_t size) {
+  if (size <= 128) return size <= 16 ? 0 : (unsigned)((size + 15) >> 4) - 1;
+  size_t s = size - 1;
+  unsigned b = 63 - (unsigned)__builtin_clzl(s);
+  return 8 + (b - 7) * 4 + (unsigned)((s >> (b - 2)) & 3);
+}
+PZ_HIDDEN unsigned pz_class_slices(unsigned cls);
+
+PZ_HIDDEN void *pz_small_alloc_slow(pz_heap *h, size_t size, bool zero);
+PZ_HIDDEN void *pz_small_alloc_aligned(size_t size, size_t align, bool zero);
+PZ_HIDDEN void pz_small_free(void *p, pz_chunk *c);
+PZ_HIDDEN size_t pz_small_usable(const void *p, const pz_chunk *c);
+PZ_HIDDEN pz_page *pz_small_page_of(const pz_chunk *c, const void *p); /* NULL: invalid */
+PZ_HIDDEN pz_heap *pz_heap_get(void);     /* current thread's heap, made on demand */
+PZ_HIDDEN void pz_heap_thread_exit(void *h);
+PZ_HIDDEN void pz_heaps_prefork(void);
+PZ_HIDDEN void pz_heaps_postfork(bool child);
+PZ_HIDDEN void pz_heaps_collect_all(void);  /* malloc_trim: reclaim abandoned */
+PZ_HIDDEN void pz_heaps_stats(struct pz_heap_stats *sum, size_t *small_used_bytes,
+                              size_t *small_pages_bytes, size_t *nheaps);
+PZ_HIDDEN int pz_small_init(void);
+
+static inline void *pz_small_alloc(size_t size, bool zero) {
+  pz_heap *h = pz_tls_heap;
+  pz_page *pg = h->pages[pz_size_class(size)];
+  pz_block *b = pg->free;
+  if (PZ_LIKELY(b != NULL)) {
+    pg->free = b->next;
+    pg->used++;
+    h->stats.malloc_calls++;
+    if (zero) {
+      size_t bs = pz_class_size[pg->cls];
+      if (pg->free_is_zero) {
+        b->next = NULL; /* the rest of the block is still zero */
+        h->stats.calloc_skipped_bytes += bs;
+      } else {
+        __builtin_memset(b, 0, bs);
+        h->stats.calloc_zeroed_bytes += bs;
+      }
+    } else {
+      b->key = 0;
+    }
+    return b;
+  }
+  return pz_small_alloc_slow(h, size, zero);
+}
+
+/* ==================================================================== large/large.c */
+PZ_HIDDEN void *pz_large_alloc(size_t size, size_t align, bool zero);
+PZ_HIDDEN void pz_large_free(void *p);
+PZ_HIDDEN void *pz_large_realloc(void *p, size_t size);
+PZ_HIDDEN size_t pz_large_usable(const void *p);
+
+/* ==================================================================== stats.c */
+struct pz_gstats {
+  _Atomic size_t large_allocs, large_frees, large_bytes_live;
+  _Atomic size_t calloc_large_skipped, calloc_large_zeroed;
+  _Atomic size_t realloc_moved_pages, realloc_in_place, realloc_copied;
+  _Atomic size_t oom;
+};
+PZ_HIDDEN extern struct pz_gstats pz_gstats;
+PZ_HIDDEN void pz_stats_collect(struct prezero_stats *st);
+PZ_HIDDEN void pz_stats_print_fd(int fd);
+
+/* ==================================================================== api/init.c */
+PZ_HIDDEN extern _Atomic int pz_init_state; /* 0 none, 1 running, 2 done */
+PZ_HIDDEN void pz_init_slow(void);
+static inline void pz_ensure_init(void) {
+  if (PZ_UNLIKELY(atomic_load_explicit(&pz_init_state, memory_order_acquire) != 2))
+    pz_init_slow();
+}
+PZ_HIDDEN _Noreturn void pz_bad_pointer(const char *what, const void *p);
+
+/* api/api.c: the implementation behind both prefixes. */
+PZ_HIDDEN void *pz_malloc(size_t size);
+PZ_HIDDEN void pz_free(void *p);
+PZ_HIDDEN void *pz_calloc(size_t n, size_t size);
+PZ_HIDDEN void *pz_realloc(void *p, size_t size);
+PZ_HIDDEN void *pz_reallocarray(void *p, size_t n, size_t size);
+PZ_HIDDEN int pz_posix_memalign(void **out, size_t align, size_t size);
+PZ_HIDDEN void *pz_aligned_alloc(size_t align, size_t size);
+PZ_HIDDEN void *pz_memalign(size_t align, size_t size);
+PZ_HIDDEN void *pz_valloc(size_t size);
+PZ_HIDDEN void *pz_pvalloc(size_t size);
+PZ_HIDDEN size_t pz_usable_size(const void *p);
+PZ_HIDDEN void pz_free_sized(void *p, size_t size);
+PZ_HIDDEN void pz_free_aligned_sized(void *p, size_t align, size_t size);
+PZ_HIDDEN int pz_trim(size_t pad);
+
+#endif

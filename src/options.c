@@ -1,0 +1,152 @@
+/* Options: one table, read from the environment at init without
+ * allocating (we scan `environ` ourselves: getenv is safe but the table
+ * drives the README and the verbose dump). A malformed value warns once
+ * and keeps the default. Secure-execution programs (setuid, AT_SECURE)
+ * ignore every PREZERO_* variable, as jemalloc does with secure_getenv. */
+#include <string.h>
+
+#include "internal.h"
+
+static const char *const thp_choices[] = {"auto", "always", "never", NULL};
+
+const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
+    [PZ_OPT_STATS] = {"STATS", PZ_OK_BOOL, 0, 0, 1, NULL,
+                      "print a statistics summary on stderr at exit"},
+    [PZ_OPT_VERBOSE] = {"VERBOSE", PZ_OK_BOOL, 0, 0, 1, NULL,
+                        "print the effective options and the kernel probe at start"},
+    [PZ_OPT_THP] = {"THP", PZ_OK_ENUM, PZ_THP_OPT_AUTO, 0, 2, thp_choices,
+                    "huge pages for chunks: auto (madvise when THP is available), always, never"},
+    [PZ_OPT_LARGE_THRESHOLD] = {"LARGE_THRESHOLD", PZ_OK_SIZE, 1 << 20, 256 << 10,
+                                (long long)PZ_MEDIUM_MAX, NULL,
+                                "allocations of at least this size take whole 2 MiB chunks"},
+    [PZ_OPT_RETAIN] = {"RETAIN", PZ_OK_SIZE, 1LL << 30, 0, 1LL << 50, NULL,
+                       "free chunks kept mapped for reuse before pages go back to the kernel"},
+    [PZ_OPT_CHECKS] = {"CHECKS", PZ_OK_BOOL, 1, 0, 1, NULL,
+                       "detect invalid, interior and double frees and abort with a message"},
+    [PZ_OPT_MREMAP_THRESHOLD] = {"MREMAP_THRESHOLD", PZ_OK_SIZE, 8 << 20, 2 << 20, 1LL << 50, NULL,
+                                 "large realloc moves pages (mremap) instead of copying at this size"},
+};
+
+long long pz_opts[PZ_OPT__COUNT];
+
+static bool streq_ci(const char *a, const char *b) {
+  for (; *a && *b; a++, b++) {
+    char x = *a, y = *b;
+    if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+    if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+    if (x != y) return false;
+  }
+  return *a == *b;
+}
+
+int pz_option_parse(const struct pz_option_desc *d, const char *s, long long *out) {
+  switch (d->kind) {
+  case PZ_OK_BOOL:
+    if (streq_ci(s, "1") || streq_ci(s, "on") || streq_ci(s, "true") || streq_ci(s, "yes")) {
+      *out = 1;
+      return 0;
+    }
+    if (streq_ci(s, "0") || streq_ci(s, "off") || streq_ci(s, "false") || streq_ci(s, "no")) {
+      *out = 0;
+      return 0;
+    }
+    return -1;
+  case PZ_OK_ENUM:
+    for (int i = 0; d->choices[i]; i++)
+      if (streq_ci(s, d->choices[i])) {
+        *out = i;
+        return 0;
+      }
+    return -1;
+  case PZ_OK_SIZE: {
+    unsigned long long v = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+      if (v > (~0ull - 9) / 10) return -1;
+      v = v * 10 + (unsigned)(*p - '0');
+    }
+    unsigned shift = 0;
+    switch (*p) {
+    case 'k': case 'K': shift = 10; p++; break;
+    case 'm': case 'M': shift = 20; p++; break;
+    case 'g': case 'G': shift = 30; p++; break;
+    case 't': case 'T': shift = 40; p++; break;
+    }
+    if (shift && (*p == 'i' || *p == 'I')) p++;
+    if (shift && (*p == 'b' || *p == 'B')) p++;
+    if (*p) return -1;
+    if (shift && v > (~0ull >> shift)) return -1;
+    v <<= shift;
+    if (v < (unsigned long long)d->min || v > (unsigned long long)d->max) return -1;
+    *out = (long long)v;
+    return 0;
+  }
+  }
+  return -1;
+}
+
+static const char *kind_hint(const struct pz_option_desc *d, char *buf, size_t cap) {
+  switch (d->kind) {
+  case PZ_OK_BOOL: return "0 or 1";
+  case PZ_OK_ENUM: {
+    size_t n = 0;
+    for (int i = 0; d->choices[i]; i++)
+      n += pz_snprintf(buf + n, n < cap ? cap - n : 0, "%s%s", i ? "|" : "", d->choices[i]);
+    return buf;
+  }
+  case PZ_OK_SIZE:
+    pz_snprintf(buf, cap, "a size from %lld to %lld, e.g. 512K, 64M, 2G", d->min, d->max);
+    return buf;
+  }
+  return "";
+}
+
+int pz_options_load(char *const *envp, bool secure) {
+  for (int i = 0; i < PZ_OPT__COUNT; i++) pz_opts[i] = pz_option_table[i].def;
+  if (!envp || secure) return 0;
+  int warnings = 0;
+  for (char *const *e = envp; *e; e++) {
+    const char *v = *e;
+    if (strncmp(v, "PREZERO_", 8) != 0) continue;
+    const char *name = v + 8, *eq = strchr(name, '=');
+    if (!eq) continue;
+    size_t nlen = (size_t)(eq - name);
+    int found = -1;
+    for (int i = 0; i < PZ_OPT__COUNT; i++)
+      if (strlen(pz_option_table[i].name) == nlen && !strncmp(pz_option_table[i].name, name, nlen))
+        found = i;
+    if (found < 0) {
+      /* names reserved for tests/bench tooling are not ours to judge */
+      if (strncmp(name, "TEST_", 5) != 0) {
+        char nbuf[64];
+        size_t k = nlen < sizeof nbuf - 1 ? nlen : sizeof nbuf - 1;
+        memcpy(nbuf, name, k);
+        nbuf[k] = 0;
+        pz_warn("unknown variable PREZERO_%s ignored", nbuf);
+        warnings++;
+      }
+      continue;
+    }
+    long long val;
+    if (pz_option_parse(&pz_option_table[found], eq + 1, &val) != 0) {
+      char hint[128];
+      pz_warn("PREZERO_%s=%s is not valid (expected %s); using the default", pz_option_table[found].name,
+              eq + 1, kind_hint(&pz_option_table[found], hint, sizeof hint));
+      warnings++;
+      continue;
+    }
+    pz_opts[found] = val;
+  }
+  return warnings;
+}
+
+void pz_options_print(void) {
+  for (int i = 0; i < PZ_OPT__COUNT; i++) {
+    const struct pz_option_desc *d = &pz_option_table[i];
+    if (d->kind == PZ_OK_ENUM)
+      pz_log("option PREZERO_%s=%s", d->name, d->choices[pz_opts[i]]);
+    else
+      pz_log("option PREZERO_%s=%lld", d->name, pz_opts[i]);
+  }
+}

@@ -1,0 +1,123 @@
+/* The OS layer: the only file that maps memory or advises the kernel.
+ * Primitives go through `pz_os`, a table of hooks that unit tests replace
+ * with fakes (to make mmap fail, to count madvise calls). Every wrapper
+ * returns 0 or an errno value and leaves the caller's errno alone. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static void *sys_mmap(void *a, size_t l, int p, int f, int fd, off_t o) {
+  return mmap(a, l, p, f, fd, o);
+}
+static int sys_munmap(void *a, size_t l) { return munmap(a, l); }
+static int sys_madvise(void *a, size_t l, int adv) { return madvise(a, l, adv); }
+static void *sys_mremap(void *o, size_t ol, size_t nl, int f, void *na) {
+  return mremap(o, ol, nl, f, na);
+}
+
+struct pz_os_hooks pz_os = {sys_mmap, sys_munmap, sys_madvise, sys_mremap};
+
+void pz_os_default_hooks(struct pz_os_hooks *out) {
+  *out = (struct pz_os_hooks){sys_mmap, sys_munmap, sys_madvise, sys_mremap};
+}
+
+void pz_os_set_hooks(const struct pz_os_hooks *h) {
+  if (h) pz_os = *h;
+  else pz_os_default_hooks(&pz_os);
+}
+
+#define KEEP_ERRNO(expr)                                                                           \
+  ({                                                                                               \
+    int saved_ = errno, rc_;                                                                       \
+    rc_ = (expr) ? errno : 0;                                                                      \
+    errno = saved_;                                                                                \
+    rc_;                                                                                           \
+  })
+
+void *pz_os_map_aligned(size_t len, size_t align) {
+  int saved = errno;
+  size_t over = len + align - PZ_PAGE_SIZE;
+  if (over < len) return NULL;
+  char *p = pz_os.mmap(NULL, over, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  errno = saved;
+  if (p == MAP_FAILED) return NULL;
+  char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+  if (a > p) pz_os.munmap(p, (size_t)(a - p));
+  size_t tail = (size_t)((p + over) - (a + len));
+  if (tail) pz_os.munmap(a + len, tail);
+  errno = saved;
+  return a;
+}
+
+int pz_os_unmap(void *p, size_t len) { return KEEP_ERRNO(pz_os.munmap(p, len) != 0); }
+
+int pz_os_hugepage(void *p, size_t len) {
+  return KEEP_ERRNO(pz_os.madvise(p, len, MADV_HUGEPAGE) != 0);
+}
+
+int pz_os_discard(void *p, size_t len) {
+  return KEEP_ERRNO(pz_os.madvise(p, len, MADV_DONTNEED) != 0);
+}
+
+int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len) {
+  return KEEP_ERRNO(pz_os.mremap(old, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED,
+                                 new_addr) == MAP_FAILED);
+}
+
+int pz_os_remap_fresh(void *p, size_t len) {
+  return KEEP_ERRNO(pz_os.mmap(p, len, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+                               0) == MAP_FAILED);
+}
+
+ssize_t pz_os_read_file(const char *path, char *buf, size_t cap) {
+  int saved = errno;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    errno = saved;
+    return -e;
+  }
+  size_t n = 0;
+  while (n + 1 < cap) {
+    ssize_t r = syscall(SYS_read, fd, buf + n, cap - 1 - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  buf[n] = 0;
+  syscall(SYS_close, fd);
+  errno = saved;
+  return (ssize_t)n;
+}
+
+pid_t pz_os_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+uint64_t pz_os_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t pz_os_random(void) {
+  int saved = errno;
+  uint64_t v = 0;
+  if (syscall(SYS_getrandom, &v, sizeof v, GRND_NONBLOCK) != (long)sizeof v) {
+    /* splitmix64 over time and an address: fine for a free-list key */
+    v = pz_os_now_ns() ^ (uintptr_t)&v;
+    v += 0x9e3779b97f4a7c15ull;
+    v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
+    v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
+    v ^= v >> 31;
+  }
+  errno = saved;
+  return v;
+}

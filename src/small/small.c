@@ -1,0 +1,553 @@
+/* Small and medium objects: size classes, per-thread heaps, pages.
+ *
+ * A chunk (2 MiB, from the pool) is owned by one heap. Slice 0 holds the
+ * chunk header (page descriptors); slices 1..31 (64 KiB each) are carved
+ * into pages: spans of slices holding blocks of one size class, or one
+ * medium block. Page descriptors are initialised when a page is made, and
+ * blocks are threaded onto the free list a few KiB at a time, so a fresh
+ * chunk costs nothing until it is used.
+ *
+ * Free lists per page (free-list sharding):
+ *   free        blocks to hand out; `free_is_zero` when they come straight
+ *               from fresh (zero) memory, so calloc clears one word only;
+ *   local_free  blocks freed by the owner (kept apart so `free` stays zero);
+ *   xfree       blocks freed by other threads: a lock-free stack (CAS).
+ *
+ * Full pages leave the class queue. A full page's xfree carries the
+ * DELAYED bit: the first remote free to see it pushes the page onto the
+ * owner heap's `delayed` stack (once, via `delayed_pending`), and the owner
+ * moves it back when it next runs out of blocks. Remote freers notify
+ * before they release their block, so a page on a delayed stack always
+ * has a block outstanding and cannot be retired underneath the notice.
+ *
+ * Heaps are never freed: a thread's heap is abandoned at thread exit
+ * (collected, empty pages returned) and adopted whole by the next new
+ * thread, so a stale heap pointer read by a remote freer stays valid.
+ */
+
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* 16..128 by 16, then four classes per doubling up to 128 KiB */
+const uint32_t pz_class_size[PZ_NCLASSES] = {
+    16,    32,    48,    64,    80,    96,    112,   128,   160,   192,    224,    256,
+    320,   384,   448,   512,   640,   768,   896,   1024,  1280,  1536,   1792,   2048,
+    2560,  3072,  3584,  4096,  5120,  6144,  7168,  8192,  10240, 12288,  14336,  16384,
+    20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536, 81920, 98304, 114688, 131072};
+
+unsigned pz_class_slices(unsigned cls) {
+  size_t bs = pz_class_size[cls];
+  if (bs <= 8192) return 1;
+  size_t n = (bs * 8 + PZ_SLICE_SIZE - 1) / PZ_SLICE_SIZE;
+  return n > 8 ? 8 : (unsigned)n;
+}
+
+static pz_page empty_page; /* free == NULL: every fast path falls through */
+pz_heap pz_heap_empty = {.pages = {[0 ... PZ_NCLASSES - 1] = &empty_page}};
+__thread pz_heap *pz_tls_heap __attribute__((tls_model("initial-exec"))) = &pz_heap_empty;
+uintptr_t pz_free_key;
+
+static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+static pz_heap *heaps_all, *heaps_abandoned;
+static pthread_key_t heap_key;
+static size_t heaps_made;
+
+#define DIV_SHIFT 40
+static inline uint64_t div_magic(uint32_t d) { return (((uint64_t)1 << DIV_SHIFT) + d - 1) / d; }
+
+/* ------------------------------------------------------------ page queues */
+
+static void queue_remove(pz_heap *h, pz_page *pg) {
+  pz_page **head = pg->in_full ? &h->full : &h->pages[pg->cls];
+  if (pg->prev) pg->prev->next = pg->next;
+  else *head = pg->next ? pg->next : (pg->in_full ? NULL : &empty_page);
+  if (pg->next) pg->next->prev = pg->prev;
+  pg->next = pg->prev = NULL;
+}
+
+static void queue_push(pz_heap *h, pz_page *pg) {
+  pz_page **head = pg->in_full ? &h->full : &h->pages[pg->cls];
+  pz_page *old = (*head == &empty_page) ? NULL : *head;
+  pg->prev = NULL;
+  pg->next = old;
+  if (old) old->prev = pg;
+  *head = pg;
+}
+
+/* ------------------------------------------------------------ chunks/spans */
+
+static pz_chunk *chunk_new(pz_heap *h, bool want_zero) {
+  bool zero;
+  pz_chunk *c = pz_chunk_alloc(1, 0, want_zero ? PZ_CA_PREFER_ZERO : 0, PZ_MK_SMALL, &zero, NULL);
+  if (!c) return NULL;
+  if (!zero) memset(c, 0, sizeof *c);
+  c->magic = PZ_CHUNK_MAGIC;
+  c->used_slices = 1;
+  c->dirty_slices = zero ? 0 : ~0u;
+  c->heap = h;
+  c->prev = NULL;
+  c->next = h->chunks;
+  if (h->chunks) h->chunks->prev = c;
+  h->chunks = c;
+  return c;
+}
+
+static void chunk_release(pz_heap *h, pz_chunk *c) {
+  if (c->prev) c->prev->next = c->next;
+  else h->chunks = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->magic = 0;
+  pz_chunk_free(c);
+}
+
+static inline uint32_t span_mask(unsigned start, unsigned n) {
+  return (uint32_t)((((uint64_t)1 << n) - 1) << start);
+}
+
+/* Find n free slices in one of h's chunks, or in a new chunk. */
+static pz_page *span_alloc(pz_heap *h, unsigned n, bool want_zero) {
+  pz_chunk *c;
+  unsigned start = 0;
+  for (c = h->chunks; c; c = c->next) {
+    if (__builtin_popcount(~c->used_slices) < (int)n) continue;
+    for (start = 1; start + n <= PZ_SLICES; start++)
+      if (!(c->used_slices & span_mask(start, n))) goto found;
+  }
+  c = chunk_new(h, want_zero);
+  if (!c) return NULL;
+  start = 1;
+found:;
+  uint32_t m = span_mask(start, n);
+  c->used_slices |= m;
+  pz_page *pg = &c->pages[start];
+  for (unsigned k = 1; k < n; k++) c->pages[start + k].slice_offset = (uint8_t)k;
+  pg->nslices = (uint8_t)n;
+  pg->slice_offset = 0;
+  pg->span_zero = !(c->dirty_slices & m);
+  pg->start = (char *)c + ((size_t)start << PZ_SLICE_SHIFT);
+  atomic_store_explicit(&pg->heap, h, memory_order_relaxed);
+  return pg;
+}
+
+static inline pz_chunk *chunk_of(const void *p) {
+  return (pz_chunk *)((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK);
+}
+
+static void drain_delayed(pz_heap *h);
+
+/* Return the span of an empty page to its chunk; the chunk to the pool when
+ * it holds nothing else (one empty chunk per heap is kept as a spare). */
+static void page_retire(pz_heap *h, pz_page *pg) {
+  if (atomic_load_explicit(&pg->delayed_pending, memory_order_acquire))
+    drain_delayed(h); /* the page is on our delayed stack: take it off first */
+  queue_remove(h, pg);
+  pz_chunk *c = chunk_of(pg->start);
+  unsigned start = (unsigned)((pg->start - (char *)c) >> PZ_SLICE_SHIFT), n = pg->nslices;
+  uint32_t m = span_mask(start, n);
+  c->used_slices &= ~m;
+  c->dirty_slices |= m;
+  for (unsigned k = 0; k < n; k++) c->pages[start + k].slice_offset = 0;
+  memset(pg, 0, sizeof *pg);
+  h->stats.pages_retired++;
+  if (c->used_slices == 1) {
+    for (pz_chunk *o = h->chunks; o; o = o->next)
+      if (o != c && o->used_slices == 1) {
+        chunk_release(h, c);
+        return;
+      }
+  }
+}
+
+/* ------------------------------------------------------------ pages */
+
+static pz_page *page_make(pz_heap *h, unsigned cls, bool want_zero) {
+  pz_page *pg = span_alloc(h, pz_class_slices(cls), want_zero);
+  if (!pg) return NULL;
+  uint32_t bs = pz_class_size[cls];
+  pg->cls = (uint8_t)cls;
+  pg->block_size = bs;
+  pg->div_magic = div_magic(bs);
+  pg->reserved = (uint32_t)(((size_t)pg->nslices << PZ_SLICE_SHIFT) / bs);
+  pg->capacity = pg->used = 0;
+  pg->free = pg->local_free = NULL;
+  pg->free_is_zero = 0;
+  pg->in_full = 0;
+  atomic_store_explicit(&pg->xfree, 0, memory_order_relaxed);
+  queue_push(h, pg);
+  h->stats.pages_made++;
+  return pg;
+}
+
+/* Thread a few KiB of never-used blocks onto the (empty) free list. */
+static void page_extend(pz_page *pg) {
+  uint32_t bs = pg->block_size, n = pg->reserved - pg->capacity;
+  uint32_t step = bs >= 4096 ? 1 : 4096 / bs;
+  if (n > step) n = step;
+  if (!n) return;
+  char *first = pg->start + (size_t)pg->capacity * bs;
+  char *b = first;
+  for (uint32_t i = 1; i < n; i++, b += bs) ((pz_block *)b)->next = (pz_block *)(b + bs);
+  ((pz_block *)b)->next = NULL;
+  pg->free = (pz_block *)first;
+  pg->free_is_zero = pg->span_zero;
+  pg->capacity += n;
+}
+
+/* Gather blocks freed locally and remotely into `free` (which is empty). */
+static void page_collect(pz_page *pg) {
+  if (pg->local_free) {
+    pg->free = pg->local_free;
+    pg->local_free = NULL;
+    pg->free_is_zero = 0;
+    return;
+  }
+  uintptr_t x = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+  if (x & ~PZ_XF_DELAYED) {
+    x = atomic_exchange_explicit(&pg->xfree, 0, memory_order_acquire);
+    pz_block *list = (pz_block *)(x & ~PZ_XF_DELAYED);
+    uint32_t n = 0;
+    for (pz_block *b = list; b; b = b->next) n++;
+    pg->used -= n;
+    pg->free = list;
+    pg->free_is_zero = 0;
+  }
+}
+
+/* Move a page whose blocks are all out to the full list, asking remote
+ * freers for a notice. False when a remote free raced in (page not full). */
+static bool page_to_full(pz_heap *h, pz_page *pg) {
+  uintptr_t expect = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+  if (expect & ~PZ_XF_DELAYED) return false;
+  if (!atomic_compare_exchange_strong_explicit(&pg->xfree, &expect, PZ_XF_DELAYED,
+                                               memory_order_acq_rel, memory_order_relaxed))
+    return false;
+  queue_remove(h, pg);
+  pg->in_full = 1;
+  queue_push(h, pg);
+  return true;
+}
+
+static void page_unfull(pz_heap *h, pz_page *pg) {
+  if (pg->cls == PZ_NCLASSES) { /* a medium block, freed remotely: retire it */
+    page_collect(pg);
+    if (pg->used == 0) page_retire(h, pg);
+    return;
+  }
+  queue_remove(h, pg);
+  pg->in_full = 0;
+  queue_push(h, pg);
+}
+
+static void drain_delayed(pz_heap *h) {
+  pz_page *d = atomic_exchange_explicit(&h->delayed, NULL, memory_order_acquire);
+  while (d) {
+    pz_page *next = d->delayed_next;
+    atomic_store_explicit(&d->delayed_pending, 0, memory_order_release);
+    if (d->in_full) page_unfull(h, d);
+    d = next;
+  }
+}
+
+static inline void *page_pop(pz_heap *h, pz_page *pg, bool zero) {
+  pz_block *b = pg->free;
+  pg->free = b->next;
+  pg->used++;
+  h->stats.malloc_calls++;
+  if (zero) {
+    if (pg->free_is_zero) b->next = NULL;
+    else memset(b, 0, pg->block_size);
+  } else {
+    b->key = 0;
+  }
+  return b;
+}
+
+static void *alloc_class(pz_heap *h, unsigned cls, bool zero) {
+  if (atomic_load_explicit(&h->delayed, memory_order_relaxed)) drain_delayed(h);
+  pz_page *pg = h->pages[cls];
+  while (pg != &empty_page) {
+    pz_page *next = pg->next ? pg->next : &empty_page;
+    if (!pg->free) page_collect(pg);
+    if (!pg->free) page_extend(pg);
+    if (pg->free) {
+      if (h->pages[cls] != pg) { /* to the front, where the fast path looks */
+        queue_remove(h, pg);
+        queue_push(h, pg);
+      }
+      return page_pop(h, pg, zero);
+    }
+    if (!page_to_full(h, pg)) continue; /* a remote free arrived: retry it */
+    pg = next;
+  }
+  pg = page_make(h, cls, zero);
+  if (!pg) return NULL;
+  page_extend(pg);
+  return page_pop(h, pg, zero);
+}
+
+/* One block filling a span of slices, for sizes above the largest class. */
+static void *alloc_medium(pz_heap *h, size_t size, bool zero) {
+  unsigned n = (unsigned)((size + PZ_SLICE_SIZE - 1) >> PZ_SLICE_SHIFT);
+  if (atomic_load_explicit(&h->delayed, memory_order_relaxed)) drain_delayed(h);
+  pz_page *pg = span_alloc(h, n, zero);
+  if (!pg) return NULL;
+  pg->cls = PZ_NCLASSES;
+  pg->block_size = (uint32_t)n << PZ_SLICE_SHIFT;
+  pg->div_magic = div_magic(pg->block_size);
+  pg->reserved = pg->capacity = pg->used = 1;
+  pg->free = pg->local_free = NULL;
+  pg->in_full = 1;
+  atomic_store_explicit(&pg->xfree, PZ_XF_DELAYED, memory_order_relaxed);
+  queue_push(h, pg);
+  h->stats.malloc_calls++;
+  if (zero) {
+    if (pg->span_zero) h->stats.calloc_skipped_bytes += pg->block_size;
+    else {
+      memset(pg->start, 0, pg->block_size);
+      h->stats.calloc_zeroed_bytes += pg->block_size;
+    }
+  }
+  return pg->start;
+}
+
+void *pz_small_alloc_slow(pz_heap *h, size_t size, bool zero) {
+  if (PZ_UNLIKELY(h == &pz_heap_empty)) {
+    h = pz_heap_get();
+    if (!h) return NULL;
+  }
+  if (size > PZ_SMALL_MAX) return alloc_medium(h, size, zero);
+  return alloc_class(h, pz_size_class(size), zero);
+}
+
+void *pz_small_alloc_aligned(size_t size, size_t align, bool zero) {
+  pz_heap *h = pz_heap_get();
+  if (!h) return NULL;
+  if (size > PZ_SMALL_MAX) return alloc_medium(h, size, zero); /* spans: 64 KiB aligned */
+  for (unsigned cls = pz_size_class(size); cls < PZ_NCLASSES; cls++)
+    if (pz_class_size[cls] % align == 0) return alloc_class(h, cls, zero);
+  return alloc_medium(h, size, zero);
+}
+
+/* ------------------------------------------------------------ free */
+
+pz_page *pz_small_page_of(const pz_chunk *c, const void *p) {
+  size_t idx = (size_t)((const char *)p - (const char *)c) >> PZ_SLICE_SHIFT;
+  if (idx == 0) return NULL;
+  const pz_page *pg = &c->pages[idx];
+  pg -= pg->slice_offset;
+  if (pg->nslices == 0) return NULL;
+  return (pz_page *)pg;
+}
+
+/* Index of p's block, or -1 when p is not the start of a block in use
+ * range (an interior or stray pointer). */
+static inline long page_block_index(const pz_page *pg, const void *p) {
+  uint64_t diff = (uint64_t)((const char *)p - pg->start);
+  uint64_t q = (diff * pg->div_magic) >> DIV_SHIFT;
+  if (q * pg->block_size != diff || q >= pg->capacity) return -1;
+  return (long)q;
+}
+
+static PZ_COLD void confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
+  if (atomic_load_explicit(&pg->heap, memory_order_relaxed) == h) {
+    for (pz_block *x = pg->free; x; x = x->next)
+      if (x == b) pz_bad_pointer("double free", b);
+    for (pz_block *x = pg->local_free; x; x = x->next)
+      if (x == b) pz_bad_pointer("double free", b);
+    uintptr_t xf = atomic_load_explicit(&pg->xfree, memory_order_acquire);
+    for (pz_block *x = (pz_block *)(xf & ~PZ_XF_DELAYED); x; x = x->next)
+      if (x == b) pz_bad_pointer("double free", b);
+    return; /* the program stored our key: not a double free */
+  }
+  pz_bad_pointer("double free", b);
+}
+
+static PZ_NOINLINE void free_remote(pz_heap *self, pz_page *pg, pz_block *b) {
+  uintptr_t old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+  for (;;) {
+    if (old & PZ_XF_DELAYED) { /* owner wants a notice: give it before our block lands */
+      pz_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
+      if (!atomic_exchange_explicit(&pg->delayed_pending, 1,
+                                    memory_order_acq_rel)) {
+        pz_page *top = atomic_load_explicit(&owner->delayed, memory_order_relaxed);
+        do pg->delayed_next = top;
+        while (!atomic_compare_exchange_weak_explicit(&owner->delayed, &top, pg,
+                                                      memory_order_release, memory_order_relaxed));
+      }
+    }
+    b->next = (pz_block *)(old & ~PZ_XF_DELAYED);
+    if (atomic_compare_exchange_weak_explicit(&pg->xfree, &old, (uintptr_t)b,
+                                              memory_order_release, memory_order_relaxed))
+      break;
+  }
+  if (self != &pz_heap_empty) self->stats.remote_frees++;
+}
+
+void pz_small_free(void *p, pz_chunk *c) {
+  pz_page *pg = pz_small_page_of(c, p);
+  if (PZ_UNLIKELY(!pg)) pz_bad_pointer("invalid pointer", p);
+  pz_block *b = p;
+  if (pz_opt(PZ_OPT_CHECKS)) {
+    if (PZ_UNLIKELY(page_block_index(pg, p) < 0)) pz_bad_pointer("invalid pointer (not the start of a block)", p);
+  }
+  pz_heap *h = pz_tls_heap;
+  if (PZ_UNLIKELY(b->key == pz_free_key) && pz_opt(PZ_OPT_CHECKS)) confirm_double_free(h, pg, b);
+  b->key = pz_free_key;
+  if (PZ_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
+    b->next = pg->local_free;
+    pg->local_free = b;
+    h->stats.free_calls++;
+    if (PZ_UNLIKELY(--pg->used == 0)) {
+      /* keep the front page of a class queue: alloc/free ping-pong stays cheap */
+      if (pg->in_full || h->pages[pg->cls] != pg) page_retire(h, pg);
+    } else if (PZ_UNLIKELY(pg->in_full)) {
+      page_unfull(h, pg);
+    }
+    return;
+  }
+  free_remote(h, pg, b);
+}
+
+size_t pz_small_usable(const void *p, const pz_chunk *c) {
+  const pz_page *pg = pz_small_page_of(c, p);
+  return pg ? pg->block_size : 0;
+}
+
+/* ------------------------------------------------------------ heaps */
+
+int pz_small_init(void) {
+  pz_free_key = (uintptr_t)pz_os_random() | 1; /* odd: never a valid pointer */
+  return pthread_key_create(&heap_key, pz_heap_thread_exit);
+}
+
+pz_heap *pz_heap_get(void) {
+  pz_heap *h = pz_tls_heap;
+  if (PZ_LIKELY(h != &pz_heap_empty)) return h;
+  pz_ensure_init();
+  pthread_mutex_lock(&heaps_lock);
+  h = heaps_abandoned;
+  if (h) {
+    heaps_abandoned = h->next_abandoned;
+  } else {
+    h = pz_meta_alloc(sizeof *h);
+    if (h) {
+      for (unsigned i = 0; i < PZ_NCLASSES; i++) h->pages[i] = &empty_page;
+      h->next_all = heaps_all;
+      heaps_all = h;
+      heaps_made++;
+    }
+  }
+  if (h) {
+    h->owner = pz_os_gettid();
+    h->in_use = true;
+  }
+  pthread_mutex_unlock(&heaps_lock);
+  if (!h) return NULL;
+  pz_tls_heap = h;
+  pthread_setspecific(heap_key, h);
+  return h;
+}
+
+/* Retire every page with no block out; return empty chunks to the pool. */
+static void heap_collect(pz_heap *h) {
+  drain_delayed(h);
+  for (unsigned cls = 0; cls < PZ_NCLASSES; cls++) {
+    pz_page *pg = h->pages[cls];
+    while (pg != &empty_page) {
+      pz_page *next = pg->next ? pg->next : &empty_page;
+      if (pg->local_free || (atomic_load_explicit(&pg->xfree, memory_order_relaxed) & ~PZ_XF_DELAYED)) {
+        /* merge both lists into local_free, counting remote blocks */
+        uintptr_t x = atomic_exchange_explicit(&pg->xfree, 0, memory_order_acquire);
+        for (pz_block *b = (pz_block *)(x & ~PZ_XF_DELAYED); b;) {
+          pz_block *nb = b->next;
+          b->next = pg->local_free;
+          pg->local_free = b;
+          pg->used--;
+          b = nb;
+        }
+      }
+      if (pg->used == 0) page_retire(h, pg);
+      pg = next;
+    }
+  }
+  for (pz_chunk *c = h->chunks, *next; c; c = next) {
+    next = c->next;
+    if (c->used_slices == 1) chunk_release(h, c);
+  }
+}
+
+void pz_heap_thread_exit(void *arg) {
+  pz_heap *h = arg;
+  if (!h || h == &pz_heap_empty) return;
+  heap_collect(h);
+  pz_tls_heap = &pz_heap_empty;
+  pthread_mutex_lock(&heaps_lock);
+  h->owner = 0;
+  h->in_use = false;
+  h->next_abandoned = heaps_abandoned;
+  heaps_abandoned = h;
+  pthread_mutex_unlock(&heaps_lock);
+}
+
+void pz_heaps_collect_all(void) {
+  pz_heap *self = pz_tls_heap;
+  if (self != &pz_heap_empty) heap_collect(self);
+  /* abandoned heaps: take them all off the list, act as their owner, put back */
+  pthread_mutex_lock(&heaps_lock);
+  pz_heap *list = heaps_abandoned;
+  heaps_abandoned = NULL;
+  pthread_mutex_unlock(&heaps_lock);
+  pz_heap *last = NULL;
+  for (pz_heap *h = list; h; h = h->next_abandoned) {
+    heap_collect(h);
+    last = h;
+  }
+  if (!last) return;
+  pthread_mutex_lock(&heaps_lock);
+  last->next_abandoned = heaps_abandoned;
+  heaps_abandoned = list;
+  pthread_mutex_unlock(&heaps_lock);
+}
+
+void pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_bytes,
+                    size_t *nheaps) {
+  memset(sum, 0, sizeof *sum);
+  *used_bytes = *page_bytes = 0;
+  pthread_mutex_lock(&heaps_lock);
+  *nheaps = heaps_made;
+  for (pz_heap *h = heaps_all; h; h = h->next_all) {
+    /* counters are per-thread and read racily: a snapshot, not a fence */
+    const size_t *src = (const size_t *)&h->stats;
+    size_t *dst = (size_t *)sum;
+    for (size_t i = 0; i < sizeof *sum / sizeof(size_t); i++)
+      dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    for (pz_chunk *c = h->chunks; c; c = c->next)
+      for (unsigned s = 1; s < PZ_SLICES; s++) {
+        const pz_page *pg = &c->pages[s];
+        if (!pg->nslices) continue;
+        *page_bytes += (size_t)pg->nslices << PZ_SLICE_SHIFT;
+        *used_bytes += (size_t)__atomic_load_n(&pg->used, __ATOMIC_RELAXED) * pg->block_size;
+      }
+  }
+  pthread_mutex_unlock(&heaps_lock);
+}
+
+void pz_heaps_prefork(void) { pthread_mutex_lock(&heaps_lock); }
+
+void pz_heaps_postfork(bool child) {
+  if (!child) {
+    pthread_mutex_unlock(&heaps_lock);
+    return;
+  }
+  pthread_mutex_init(&heaps_lock, NULL);
+  /* The threads that owned other heaps do not exist in the child, and may
+   * have been stopped half-way through changing them: those heaps are left
+   * alone (their memory stays mapped, frees into them still work) rather
+   * than adopted by a new thread. */
+  pz_heap *self = pz_tls_heap;
+  for (pz_heap *h = heaps_all; h; h = h->next_all)
+    if (h != self && h->in_use) h->owner = 0;
+  if (self != &pz_heap_empty) self->owner = pz_os_gettid();
+}

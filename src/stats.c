@@ -1,0 +1,92 @@
+/* Statistics: per-thread counters (plain increments in the heap, summed on
+ * demand), pool counters (under the pool lock), and a few global atomics on
+ * slow paths. Printing formats into a stack buffer: safe at exit. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct pz_gstats pz_gstats;
+
+void pz_stats_collect(struct prezero_stats *st) {
+  memset(st, 0, sizeof *st);
+  st->version = PREZERO_STATS_VERSION;
+  struct pz_heap_stats hs;
+  size_t used, pages, nheaps;
+  pz_heaps_stats(&hs, &used, &pages, &nheaps);
+  struct pz_pool_stats ps;
+  pz_chunk_stats(&ps);
+  size_t large = atomic_load(&pz_gstats.large_allocs);
+  st->malloc_calls = hs.malloc_calls + large;
+  st->free_calls = hs.free_calls + hs.remote_frees + atomic_load(&pz_gstats.large_frees);
+  st->calloc_skipped_bytes = hs.calloc_skipped_bytes + atomic_load(&pz_gstats.calloc_large_skipped);
+  st->calloc_zeroed_bytes = hs.calloc_zeroed_bytes + atomic_load(&pz_gstats.calloc_large_zeroed);
+  st->large_allocs = large;
+  st->large_live_bytes = atomic_load(&pz_gstats.large_bytes_live);
+  st->small_live_bytes = used;
+  st->small_page_bytes = pages;
+  st->reserved_bytes = ps.reserved_bytes;
+  st->chunks_untouched = ps.chunks[PZ_CS_UNTOUCHED];
+  st->chunks_ready = ps.chunks[PZ_CS_READY];
+  st->chunks_dirty = ps.chunks[PZ_CS_DIRTY];
+  st->chunks_used = ps.chunks[PZ_CS_USED] + ps.chunks[PZ_CS_TAIL];
+  st->discarded_bytes = ps.discarded_bytes;
+  st->realloc_moved = atomic_load(&pz_gstats.realloc_moved_pages);
+  st->realloc_in_place = atomic_load(&pz_gstats.realloc_in_place);
+  st->remote_frees = hs.remote_frees;
+  st->heaps = nheaps;
+  st->oom = atomic_load(&pz_gstats.oom);
+  st->thp = pz_opt(PZ_OPT_THP) != PZ_THP_OPT_NEVER && ps.thp_refused == 0 &&
+            (pz_kernel.thp_usable || pz_opt(PZ_OPT_THP) == PZ_THP_OPT_ALWAYS);
+}
+
+int prezero_stats_get(struct prezero_stats *st) {
+  if (!st) {
+    errno = EINVAL;
+    return -1;
+  }
+  pz_ensure_init();
+  pz_stats_collect(st);
+  return 0;
+}
+
+static void line(int fd, const char *label, unsigned long long v, const char *unit) {
+  char buf[160];
+  size_t n;
+  if (unit && unit[0] == 'B' && v >= 10 * PZ_MiB)
+    n = pz_snprintf(buf, sizeof buf, "  %-28s %12llu MiB\n", label, v >> 20);
+  else if (unit && unit[0] == 'B' && v >= 10 * PZ_KiB)
+    n = pz_snprintf(buf, sizeof buf, "  %-28s %12llu KiB\n", label, v >> 10);
+  else
+    n = pz_snprintf(buf, sizeof buf, "  %-28s %12llu%s%s\n", label, v, unit ? " " : "", unit ? unit : "");
+  if (write(fd, buf, n < sizeof buf ? n : sizeof buf - 1) < 0) return;
+}
+
+void pz_stats_print_fd(int fd) {
+  struct prezero_stats st;
+  pz_stats_collect(&st);
+  char head[128];
+  size_t n = pz_snprintf(head, sizeof head, "prezero %s statistics (pid %d, pages: %s)\n",
+                         prezero_version(), (int)getpid(), st.thp ? "2 MiB THP" : "4 KiB");
+  if (write(fd, head, n) < 0) return;
+  line(fd, "malloc calls", st.malloc_calls, NULL);
+  line(fd, "free calls", st.free_calls, NULL);
+  line(fd, "remote frees", st.remote_frees, NULL);
+  line(fd, "calloc bytes known zero", st.calloc_skipped_bytes, "B");
+  line(fd, "calloc bytes memset", st.calloc_zeroed_bytes, "B");
+  line(fd, "large allocations", st.large_allocs, NULL);
+  line(fd, "large bytes live", st.large_live_bytes, "B");
+  line(fd, "small bytes live", st.small_live_bytes, "B");
+  line(fd, "small page bytes", st.small_page_bytes, "B");
+  line(fd, "address space reserved", st.reserved_bytes, "B");
+  line(fd, "chunks used", st.chunks_used, NULL);
+  line(fd, "chunks free untouched", st.chunks_untouched, NULL);
+  line(fd, "chunks free ready (zero)", st.chunks_ready, NULL);
+  line(fd, "chunks free dirty", st.chunks_dirty, NULL);
+  line(fd, "bytes given back", st.discarded_bytes, "B");
+  line(fd, "large realloc by mremap", st.realloc_moved, NULL);
+  line(fd, "large realloc in place", st.realloc_in_place, NULL);
+  line(fd, "thread heaps", st.heaps, NULL);
+  line(fd, "out of memory", st.oom, NULL);
+}
