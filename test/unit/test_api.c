@@ -1,0 +1,238 @@
+/* API conformance: every function of the C allocation API, its edge sizes
+ * and error codes, through the prezero_* names (the same code as malloc). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+
+static const size_t sizes[] = {0, 1, 8, 15, 16, 17, 100, 128, 129, 1000, 4096, 8193, 65536,
+                               131072, 131073, 200000, 1 << 20, (1 << 20) + 1, 3 << 20,
+                               (5 << 20) + 12345, 40 << 20};
+
+static bool all_zero(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i]) return false;
+  return true;
+}
+
+static void malloc_sizes_alignment_and_usable_size(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    unsigned char *p = prezero_malloc(sizes[i]);
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % 16, 0);
+    size_t u = prezero_malloc_usable_size(p);
+    assert_true(u >= sizes[i]);
+    memset(p, 0xab, u); /* the whole usable size is ours */
+    prezero_free(p);
+  }
+  assert_int_equal(prezero_malloc_usable_size(NULL), 0);
+}
+
+static void malloc_zero_is_unique_and_freeable(void **state) {
+  (void)state;
+  void *a = prezero_malloc(0), *b = prezero_malloc(0);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_ptr_not_equal(a, b);
+  prezero_free(a);
+  prezero_free(b);
+  prezero_free(NULL); /* no-op */
+}
+
+static void impossible_sizes_fail_with_enomem(void **state) {
+  (void)state;
+  size_t bad[] = {SIZE_MAX, SIZE_MAX / 2, (size_t)PTRDIFF_MAX + 1, (size_t)1 << 62};
+  for (size_t i = 0; i < 4; i++) {
+    errno = 0;
+    assert_null(prezero_malloc(bad[i]));
+    assert_int_equal(errno, ENOMEM);
+    errno = 0;
+    assert_null(prezero_calloc(1, bad[i]));
+    assert_int_equal(errno, ENOMEM);
+    errno = 0;
+    assert_null(prezero_aligned_alloc(64, bad[i]));
+    assert_int_equal(errno, ENOMEM);
+    void *p = NULL;
+    assert_int_equal(prezero_posix_memalign(&p, 64, bad[i]), ENOMEM);
+    assert_null(p);
+  }
+}
+
+static void calloc_overflow_and_zeroing(void **state) {
+  (void)state;
+  errno = 0;
+  assert_null(prezero_calloc(SIZE_MAX / 2, 3));
+  assert_int_equal(errno, ENOMEM);
+  errno = 0;
+  assert_null(prezero_calloc((size_t)1 << 33, (size_t)1 << 33));
+  assert_int_equal(errno, ENOMEM);
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    for (int round = 0; round < 3; round++) {
+      /* dirty a block of the same size first, so calloc may get it back */
+      unsigned char *d = prezero_malloc(sizes[i]);
+      memset(d, 0x5a, prezero_malloc_usable_size(d));
+      prezero_free(d);
+      unsigned char *p = prezero_calloc(1, sizes[i]);
+      assert_non_null(p);
+      assert_true(all_zero(p, prezero_malloc_usable_size(p)));
+      prezero_free(p);
+    }
+  }
+  unsigned char *p = prezero_calloc(0, 100);
+  assert_non_null(p);
+  prezero_free(p);
+}
+
+static void realloc_semantics(void **state) {
+  (void)state;
+  unsigned char *p = prezero_realloc(NULL, 10); /* realloc(NULL, n) = malloc(n) */
+  assert_non_null(p);
+  for (int i = 0; i < 10; i++) p[i] = (unsigned char)i;
+  size_t steps[] = {20, 100, 5000, 200000, 3 << 20, 20 << 20, 100, 7};
+  size_t keep = 10;
+  for (size_t s = 0; s < sizeof steps / sizeof *steps; s++) {
+    p = prezero_realloc(p, steps[s]);
+    assert_non_null(p);
+    for (size_t i = 0; i < keep && i < steps[s]; i++) assert_int_equal(p[i], (unsigned char)(i & 0xff));
+    for (size_t i = keep; i < steps[s]; i++) p[i] = (unsigned char)(i & 0xff);
+    keep = steps[s];
+  }
+  errno = 0;
+  assert_null(prezero_realloc(p, SIZE_MAX)); /* failure leaves p alone */
+  assert_int_equal(errno, ENOMEM);
+  assert_int_equal(p[3], 3);
+  assert_null(prezero_realloc(p, 0)); /* glibc: frees, returns NULL */
+}
+
+static void realloc_large_moves_pages_and_keeps_contents(void **state) {
+  (void)state;
+  size_t n = 16 << 20;
+  uint64_t *p = prezero_malloc(n);
+  for (size_t i = 0; i < n / 8; i += 512) p[i] = i * 2654435761u;
+  void *blocker = prezero_malloc(4 << 20); /* likely sits right after p */
+  struct prezero_stats before, after;
+  prezero_stats_get(&before);
+  p = prezero_realloc(p, 64 << 20);
+  assert_non_null(p);
+  for (size_t i = 0; i < n / 8; i += 512) assert_int_equal(p[i], i * 2654435761u);
+  memset((char *)p + n, 1, (64 << 20) - n);
+  prezero_stats_get(&after);
+  assert_true(after.realloc_moved + after.realloc_in_place > before.realloc_moved + before.realloc_in_place);
+  prezero_free(blocker);
+  p = prezero_realloc(p, 6 << 20); /* shrink in place */
+  for (size_t i = 0; i < (6 << 20) / 8; i += 512) assert_int_equal(p[i], i < n / 8 ? i * 2654435761u : 0x0101010101010101ull);
+  prezero_free(p);
+}
+
+static void reallocarray_overflow(void **state) {
+  (void)state;
+  void *p = prezero_malloc(16);
+  errno = 0;
+  assert_null(prezero_reallocarray(p, SIZE_MAX / 4, 8));
+  assert_int_equal(errno, ENOMEM);
+  p = prezero_reallocarray(p, 100, 8);
+  assert_non_null(p);
+  memset(p, 1, 800);
+  prezero_free(p);
+}
+
+static void alignment_apis(void **state) {
+  (void)state;
+  for (size_t a = sizeof(void *); a <= (8 << 20); a <<= 1) {
+    size_t sz[] = {1, 24, a, a + 1, 3 * a, 300000};
+    for (size_t i = 0; i < 6; i++) {
+      void *p = NULL;
+      assert_int_equal(prezero_posix_memalign(&p, a, sz[i]), 0);
+      assert_int_equal((uintptr_t)p % a, 0);
+      memset(p, 7, sz[i]);
+      assert_true(prezero_malloc_usable_size(p) >= sz[i]);
+      prezero_free(p);
+      p = prezero_aligned_alloc(a, sz[i]);
+      assert_non_null(p);
+      assert_int_equal((uintptr_t)p % a, 0);
+      prezero_free_aligned_sized(p, a, sz[i]);
+      p = prezero_memalign(a, sz[i]);
+      assert_int_equal((uintptr_t)p % a, 0);
+      prezero_free(p);
+    }
+  }
+  void *p = (void *)1;
+  assert_int_equal(prezero_posix_memalign(&p, 24, 10), EINVAL); /* not a power of two */
+  assert_int_equal(prezero_posix_memalign(&p, 4, 10), EINVAL);  /* below sizeof(void*) */
+  assert_int_equal(prezero_posix_memalign(&p, 0, 10), EINVAL);
+  assert_ptr_equal(p, (void *)1); /* untouched on error */
+  errno = 0;
+  assert_null(prezero_aligned_alloc(48, 10));
+  assert_int_equal(errno, EINVAL);
+  errno = 0;
+  assert_null(prezero_memalign(SIZE_MAX, 10));
+  assert_int_equal(errno, EINVAL);
+  p = prezero_memalign(48, 10); /* glibc rounds 48 up to 64 */
+  assert_int_equal((uintptr_t)p % 64, 0);
+  prezero_free(p);
+  p = prezero_valloc(100);
+  assert_int_equal((uintptr_t)p % 4096, 0);
+  prezero_free(p);
+  p = prezero_pvalloc(5000);
+  assert_int_equal((uintptr_t)p % 4096, 0);
+  assert_true(prezero_malloc_usable_size(p) >= 8192);
+  prezero_free(p);
+  p = prezero_pvalloc(0);
+  assert_non_null(p);
+  prezero_free(p);
+}
+
+static void free_sized_accepts_matching_sizes(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    void *p = prezero_malloc(sizes[i]);
+    prezero_free_sized(p, sizes[i]);
+  }
+  prezero_free_sized(NULL, 10);
+}
+
+static void stats_count_and_calloc_skips_memset_on_fresh_memory(void **state) {
+  (void)state;
+  struct prezero_stats a, b;
+  assert_int_equal(prezero_stats_get(NULL), -1);
+  assert_int_equal(prezero_stats_get(&a), 0);
+  assert_int_equal(a.version, PREZERO_STATS_VERSION);
+  /* a fresh 64 MiB run of chunks is untouched memory: no memset */
+  void *p = prezero_calloc(1, 64 << 20);
+  assert_int_equal(prezero_stats_get(&b), 0);
+  assert_true(b.calloc_skipped_bytes >= a.calloc_skipped_bytes + (64 << 20));
+  assert_true(b.large_live_bytes >= (64 << 20));
+  assert_true(b.malloc_calls > a.malloc_calls);
+  prezero_free(p);
+  assert_int_equal(prezero_stats_get(&a), 0);
+  assert_true(a.chunks_dirty + a.chunks_untouched >= 32);
+  /* trim gives dirty chunks back to the kernel */
+  prezero_malloc_trim(0);
+  assert_int_equal(prezero_stats_get(&b), 0);
+  assert_int_equal(b.chunks_dirty, 0);
+  assert_true(b.discarded_bytes >= a.chunks_dirty << PZ_CHUNK_SHIFT);
+  assert_string_equal(prezero_version(), "0.1.0");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(malloc_sizes_alignment_and_usable_size),
+      cmocka_unit_test(malloc_zero_is_unique_and_freeable),
+      cmocka_unit_test(impossible_sizes_fail_with_enomem),
+      cmocka_unit_test(calloc_overflow_and_zeroing),
+      cmocka_unit_test(realloc_semantics),
+      cmocka_unit_test(realloc_large_moves_pages_and_keeps_contents),
+      cmocka_unit_test(reallocarray_overflow),
+      cmocka_unit_test(alignment_apis),
+      cmocka_unit_test(free_sized_accepts_matching_sizes),
+      cmocka_unit_test(stats_count_and_calloc_skips_memset_on_fresh_memory),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,137 @@
+/* Unit tests of the modules through the internal header: size classes,
+ * option parsing, the chunk state machine, the formatter. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+
+static void size_classes_cover_every_size(void **state) {
+  (void)state;
+  for (size_t s = 0; s <= PZ_SMALL_MAX; s++) {
+    unsigned c = pz_size_class(s);
+    assert_true(c < PZ_NCLASSES);
+    assert_true(pz_class_size[c] >= (s ? s : 1));
+    if (c > 0) assert_true(pz_class_size[c - 1] < s); /* the smallest class that fits */
+  }
+}
+
+static void size_classes_are_aligned_and_bounded(void **state) {
+  (void)state;
+  for (unsigned c = 0; c < PZ_NCLASSES; c++) {
+    assert_int_equal(pz_class_size[c] % 16, 0);
+    if (c) assert_true(pz_class_size[c] > pz_class_size[c - 1]);
+    /* internal fragmentation at most 25% above 128 bytes */
+    if (c > 8) assert_true(pz_class_size[c] * 4 <= pz_class_size[c - 1] * 5 + 1);
+    unsigned n = pz_class_slices(c);
+    assert_true(n >= 1 && n <= 8);
+    assert_true(((size_t)n << PZ_SLICE_SHIFT) / pz_class_size[c] >= 4); /* >= 4 blocks a page */
+  }
+  assert_int_equal(pz_class_size[PZ_NCLASSES - 1], PZ_SMALL_MAX);
+}
+
+static void option_sizes_parse(void **state) {
+  (void)state;
+  const struct pz_option_desc *d = &pz_option_table[PZ_OPT_RETAIN];
+  long long v;
+  assert_int_equal(pz_option_parse(d, "512M", &v), 0);
+  assert_int_equal(v, 512LL << 20);
+  assert_int_equal(pz_option_parse(d, "2G", &v), 0);
+  assert_int_equal(v, 2LL << 30);
+  assert_int_equal(pz_option_parse(d, "64KiB", &v), 0);
+  assert_int_equal(v, 64LL << 10);
+  assert_int_equal(pz_option_parse(d, "123", &v), 0);
+  assert_int_equal(v, 123);
+  assert_int_equal(pz_option_parse(d, "", &v), -1);
+  assert_int_equal(pz_option_parse(d, "12X", &v), -1);
+  assert_int_equal(pz_option_parse(d, "-5", &v), -1);
+  assert_int_equal(pz_option_parse(d, "99999999999999999999999", &v), -1);
+  assert_int_equal(pz_option_parse(d, "99999999T", &v), -1); /* above max */
+  const struct pz_option_desc *lt = &pz_option_table[PZ_OPT_LARGE_THRESHOLD];
+  assert_int_equal(pz_option_parse(lt, "4K", &v), -1); /* below min */
+}
+
+static void option_bools_and_enums_parse(void **state) {
+  (void)state;
+  long long v;
+  const struct pz_option_desc *b = &pz_option_table[PZ_OPT_STATS];
+  const char *yes[] = {"1", "on", "TRUE", "yes"}, *no[] = {"0", "off", "false", "No"};
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(pz_option_parse(b, yes[i], &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(pz_option_parse(b, no[i], &v), 0);
+    assert_int_equal(v, 0);
+  }
+  assert_int_equal(pz_option_parse(b, "maybe", &v), -1);
+  const struct pz_option_desc *e = &pz_option_table[PZ_OPT_THP];
+  assert_int_equal(pz_option_parse(e, "never", &v), 0);
+  assert_int_equal(v, PZ_THP_OPT_NEVER);
+  assert_int_equal(pz_option_parse(e, "Always", &v), 0);
+  assert_int_equal(v, PZ_THP_OPT_ALWAYS);
+  assert_int_equal(pz_option_parse(e, "sometimes", &v), -1);
+}
+
+static void options_load_warns_and_keeps_defaults(void **state) {
+  (void)state;
+  char *env[] = {"PATH=/bin", "PREZERO_STATS=1", "PREZERO_RETAIN=bogus", "PREZERO_NOSUCH=1",
+                 "PREZERO_THP=never", NULL};
+  int warnings = pz_options_load(env, false);
+  assert_int_equal(warnings, 2);
+  assert_int_equal(pz_opt(PZ_OPT_STATS), 1);
+  assert_int_equal(pz_opt(PZ_OPT_RETAIN), pz_option_table[PZ_OPT_RETAIN].def);
+  assert_int_equal(pz_opt(PZ_OPT_THP), PZ_THP_OPT_NEVER);
+  /* secure execution: every PREZERO_* is ignored */
+  assert_int_equal(pz_options_load(env, true), 0);
+  assert_int_equal(pz_opt(PZ_OPT_STATS), 0);
+  assert_int_equal(pz_opt(PZ_OPT_THP), PZ_THP_OPT_AUTO);
+  pz_options_load(NULL, false);
+  for (int i = 0; i < PZ_OPT__COUNT; i++) assert_int_equal(pz_opts[i], pz_option_table[i].def);
+}
+
+static void chunk_state_machine(void **state) {
+  (void)state;
+  /* allowed transitions */
+  assert_int_equal(pz_chunk_next_state(PZ_CS_UNTOUCHED, PZ_CE_ALLOC), PZ_CS_USED);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_READY, PZ_CE_ALLOC), PZ_CS_USED);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_ALLOC), PZ_CS_USED);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_FREE), PZ_CS_DIRTY);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_TAIL, PZ_CE_FREE), PZ_CS_DIRTY);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_DISCARD), PZ_CS_UNTOUCHED);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_ZEROED), PZ_CS_READY);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_UNTOUCHED, PZ_CE_ZEROED), PZ_CS_READY);
+  /* forbidden: memory in use is never zeroed, discarded or allocated again */
+  assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_ALLOC), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_ZEROED), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_DISCARD), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_TAIL, PZ_CE_ZEROED), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_FREE), -1); /* double free */
+  assert_int_equal(pz_chunk_next_state(PZ_CS_READY, PZ_CE_FREE), -1);
+}
+
+static void formatter_without_malloc(void **state) {
+  (void)state;
+  char buf[128];
+  size_t n = pz_snprintf(buf, sizeof buf, "%s=%d %u %zu %x %p %5d|%-4s|%c%%", "a", -42, 7u,
+                         (size_t)123456789012ull, 0xbeefu, (void *)0x1000, 12, "ab", 'z');
+  assert_string_equal(buf, "a=-42 7 123456789012 beef 0x1000    12|ab  |z%");
+  assert_int_equal(n, strlen(buf));
+  n = pz_snprintf(buf, 8, "%s", "truncated text");
+  assert_int_equal(n, 14);
+  assert_string_equal(buf, "truncat");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(size_classes_cover_every_size),
+      cmocka_unit_test(size_classes_are_aligned_and_bounded),
+      cmocka_unit_test(option_sizes_parse),
+      cmocka_unit_test(option_bools_and_enums_parse),
+      cmocka_unit_test(options_load_warns_and_keeps_defaults),
+      cmocka_unit_test(chunk_state_machine),
+      cmocka_unit_test(formatter_without_malloc),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
