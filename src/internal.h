@@ -170,7 +170,18 @@ PZ_HIDDEN int pz_chunk_next_state(enum pz_chunk_state s, enum pz_chunk_event e);
 /* Chunk map: one entry per 2 MiB of address space, telling what the chunk
  * holds, so free() can validate any pointer without touching it. */
 enum pz_map_kind { PZ_MK_NONE = 0, PZ_MK_SMALL, PZ_MK_LARGE, PZ_MK_LARGE_TAIL, PZ_MK_FREE };
-PZ_HIDDEN uint32_t pz_map_get(const void *p);
+#define PZ_MAP_LEAF_BITS 13
+#define PZ_MAP_TOP_BITS (47 - PZ_CHUNK_SHIFT - PZ_MAP_LEAF_BITS)
+PZ_HIDDEN extern _Atomic(uint32_t *) pz_map_top[1u << PZ_MAP_TOP_BITS];
+static inline uint32_t pz_map_get(const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  uintptr_t t = a >> (PZ_CHUNK_SHIFT + PZ_MAP_LEAF_BITS);
+  if (PZ_UNLIKELY(t >= (1u << PZ_MAP_TOP_BITS))) return 0;
+  uint32_t *leaf = atomic_load_explicit(&pz_map_top[t], memory_order_acquire);
+  if (PZ_UNLIKELY(!leaf)) return 0;
+  return __atomic_load_n(&leaf[(a >> PZ_CHUNK_SHIFT) & ((1u << PZ_MAP_LEAF_BITS) - 1)],
+                         __ATOMIC_RELAXED);
+}
 PZ_HIDDEN void pz_map_set_range(void *base, size_t nchunks, enum pz_map_kind kind, uint32_t region);
 
 struct pz_region {
@@ -296,9 +307,26 @@ PZ_HIDDEN unsigned pz_class_slices(unsigned cls);
 
 PZ_HIDDEN void *pz_small_alloc_slow(pz_heap *h, size_t size, bool zero);
 PZ_HIDDEN void *pz_small_alloc_aligned(size_t size, size_t align, bool zero);
-PZ_HIDDEN void pz_small_free(void *p, pz_chunk *c);
+PZ_HIDDEN void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why);
+PZ_HIDDEN PZ_COLD void pz_small_free_invalid(const void *p);
 PZ_HIDDEN size_t pz_small_usable(const void *p, const pz_chunk *c);
-PZ_HIDDEN pz_page *pz_small_page_of(const pz_chunk *c, const void *p); /* NULL: invalid */
+static inline pz_page *pz_small_page_of(const pz_chunk *c, const void *p) { /* NULL: invalid */
+  size_t idx = (size_t)((const char *)p - (const char *)c) >> PZ_SLICE_SHIFT;
+  const pz_page *pg = &c->pages[idx];
+  pg -= pg->slice_offset;
+  if (PZ_UNLIKELY(idx == 0 || pg->nslices == 0)) return NULL;
+  return (pz_page *)pg;
+}
+/* Index of p's block in its page, or -1 when p is not the start of a block
+ * that was ever handed out (an interior or stray pointer). */
+#define PZ_DIV_SHIFT 40
+static inline long pz_block_index(const pz_page *pg, const void *p) {
+  uint64_t diff = (uint64_t)((const char *)p - pg->start);
+  uint64_t q = (diff * pg->div_magic) >> PZ_DIV_SHIFT;
+  if (PZ_UNLIKELY(q * pg->block_size != diff || q >= pg->capacity)) return -1;
+  return (long)q;
+}
+enum { PZ_FREE_EMPTY, PZ_FREE_UNFULL, PZ_FREE_REMOTE, PZ_FREE_KEY };
 PZ_HIDDEN pz_heap *pz_heap_get(void);     /* current thread's heap, made on demand */
 PZ_HIDDEN void pz_heap_thread_exit(void *h);
 PZ_HIDDEN void pz_heaps_prefork(void);
@@ -331,6 +359,33 @@ static inline void *pz_small_alloc(size_t size, bool zero) {
     return b;
   }
   return pz_small_alloc_slow(h, size, zero);
+}
+
+/* Free of a block in a small chunk: the local push inline, the rest out of
+ * line. With checks on (the default) an interior or stray pointer and a
+ * block that carries the free key abort with a message. */
+static inline void pz_small_free(void *p, pz_chunk *c) {
+  pz_page *pg = pz_small_page_of(c, p);
+  pz_block *b = p;
+  if (PZ_UNLIKELY(!pg)) pz_small_free_invalid(p);
+  pz_heap *h = pz_tls_heap;
+  if (pz_opt(PZ_OPT_CHECKS)) {
+    if (PZ_UNLIKELY(pz_block_index(pg, p) < 0)) pz_small_free_invalid(p);
+    if (PZ_UNLIKELY(b->key == pz_free_key)) {
+      pz_small_free_slow(h, pg, b, PZ_FREE_KEY);
+      return;
+    }
+  }
+  if (PZ_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
+    b->key = pz_free_key;
+    b->next = pg->local_free;
+    pg->local_free = b;
+    h->stats.free_calls++;
+    if (PZ_UNLIKELY(--pg->used == 0)) pz_small_free_slow(h, pg, b, PZ_FREE_EMPTY);
+    else if (PZ_UNLIKELY(pg->in_full)) pz_small_free_slow(h, pg, b, PZ_FREE_UNFULL);
+    return;
+  }
+  pz_small_free_slow(h, pg, b, PZ_FREE_REMOTE);
 }
 
 /* ==================================================================== large/large.c */

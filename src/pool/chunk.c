@@ -44,19 +44,10 @@ static inline bool is_zero_state(uint8_t s) { return s == PZ_CS_UNTOUCHED || s =
 
 /* ------------------------------------------------------------- chunk map */
 
-#define MAP_LEAF_BITS 13
-#define MAP_TOP_BITS (47 - PZ_CHUNK_SHIFT - MAP_LEAF_BITS)
-static _Atomic(uint32_t *) map_top[1u << MAP_TOP_BITS];
-
-uint32_t pz_map_get(const void *p) {
-  uintptr_t a = (uintptr_t)p;
-  uintptr_t t = a >> (PZ_CHUNK_SHIFT + MAP_LEAF_BITS);
-  if (PZ_UNLIKELY(t >= (1u << MAP_TOP_BITS))) return 0;
-  uint32_t *leaf = atomic_load_explicit(&map_top[t], memory_order_acquire);
-  if (PZ_UNLIKELY(!leaf)) return 0;
-  return __atomic_load_n(&leaf[(a >> PZ_CHUNK_SHIFT) & ((1u << MAP_LEAF_BITS) - 1)],
-                         __ATOMIC_RELAXED);
-}
+#define MAP_LEAF_BITS PZ_MAP_LEAF_BITS
+#define MAP_TOP_BITS PZ_MAP_TOP_BITS
+_Atomic(uint32_t *) pz_map_top[1u << MAP_TOP_BITS];
+#define map_top pz_map_top
 
 /* Called with pool.lock held. Leaves come from metadata memory. */
 static bool map_prepare(void *base, size_t nchunks) {

@@ -54,8 +54,7 @@ static pz_heap *heaps_all, *heaps_abandoned;
 static pthread_key_t heap_key;
 static size_t heaps_made;
 
-#define DIV_SHIFT 40
-static inline uint64_t div_magic(uint32_t d) { return (((uint64_t)1 << DIV_SHIFT) + d - 1) / d; }
+static inline uint64_t div_magic(uint32_t d) { return (((uint64_t)1 << PZ_DIV_SHIFT) + d - 1) / d; }
 
 /* ------------------------------------------------------------ page queues */
 
@@ -332,24 +331,6 @@ void *pz_small_alloc_aligned(size_t size, size_t align, bool zero) {
 
 /* ------------------------------------------------------------ free */
 
-pz_page *pz_small_page_of(const pz_chunk *c, const void *p) {
-  size_t idx = (size_t)((const char *)p - (const char *)c) >> PZ_SLICE_SHIFT;
-  if (idx == 0) return NULL;
-  const pz_page *pg = &c->pages[idx];
-  pg -= pg->slice_offset;
-  if (pg->nslices == 0) return NULL;
-  return (pz_page *)pg;
-}
-
-/* Index of p's block, or -1 when p is not the start of a block in use
- * range (an interior or stray pointer). */
-static inline long page_block_index(const pz_page *pg, const void *p) {
-  uint64_t diff = (uint64_t)((const char *)p - pg->start);
-  uint64_t q = (diff * pg->div_magic) >> DIV_SHIFT;
-  if (q * pg->block_size != diff || q >= pg->capacity) return -1;
-  return (long)q;
-}
-
 static PZ_COLD void confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
   if (atomic_load_explicit(&pg->heap, memory_order_relaxed) == h) {
     for (pz_block *x = pg->free; x; x = x->next)
@@ -385,28 +366,31 @@ static PZ_NOINLINE void free_remote(pz_heap *self, pz_page *pg, pz_block *b) {
   if (self != &pz_heap_empty) self->stats.remote_frees++;
 }
 
-void pz_small_free(void *p, pz_chunk *c) {
-  pz_page *pg = pz_small_page_of(c, p);
-  if (PZ_UNLIKELY(!pg)) pz_bad_pointer("invalid pointer", p);
-  pz_block *b = p;
-  if (pz_opt(PZ_OPT_CHECKS)) {
-    if (PZ_UNLIKELY(page_block_index(pg, p) < 0)) pz_bad_pointer("invalid pointer (not the start of a block)", p);
-  }
-  pz_heap *h = pz_tls_heap;
-  if (PZ_UNLIKELY(b->key == pz_free_key) && pz_opt(PZ_OPT_CHECKS)) confirm_double_free(h, pg, b);
-  b->key = pz_free_key;
-  if (PZ_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
+void pz_small_free_invalid(const void *p) {
+  pz_bad_pointer("invalid pointer (not the start of a block in use)", p);
+}
+
+void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
+  switch (why) {
+  case PZ_FREE_KEY: /* the block carries the free key: a double free, most likely */
+    confirm_double_free(h, pg, b);
+    if (atomic_load_explicit(&pg->heap, memory_order_relaxed) != h) break;
+    b->key = pz_free_key;
     b->next = pg->local_free;
     pg->local_free = b;
     h->stats.free_calls++;
-    if (PZ_UNLIKELY(--pg->used == 0)) {
-      /* keep the front page of a class queue: alloc/free ping-pong stays cheap */
-      if (pg->in_full || h->pages[pg->cls] != pg) page_retire(h, pg);
-    } else if (PZ_UNLIKELY(pg->in_full)) {
-      page_unfull(h, pg);
-    }
+    if (--pg->used == 0) pz_small_free_slow(h, pg, b, PZ_FREE_EMPTY);
+    else if (pg->in_full) page_unfull(h, pg);
+    return;
+  case PZ_FREE_EMPTY:
+    /* keep the front page of a class queue: alloc/free ping-pong stays cheap */
+    if (pg->in_full || h->pages[pg->cls] != pg) page_retire(h, pg);
+    return;
+  case PZ_FREE_UNFULL:
+    page_unfull(h, pg);
     return;
   }
+  b->key = pz_free_key;
   free_remote(h, pg, b);
 }
 
