@@ -241,26 +241,28 @@ struct pz_heap;
  * header. Fields marked (owner) are touched only by the owning heap's
  * thread; xfree is the one field other threads write. */
 typedef struct pz_page {
+  /* cache line 0: what the owner touches on every malloc and free */
   pz_block *free;        /* (owner) blocks to hand out */
   pz_block *local_free;  /* (owner) blocks freed by the owner */
   uint32_t used;         /* (owner) blocks handed out, incl. pending xfree */
   uint32_t capacity;     /* (owner) blocks initialised so far (lazy) */
-  uint32_t reserved;     /* blocks that fit in the span */
   uint32_t block_size;
-  uint64_t div_magic;    /* ceil(2^40 / block_size): interior-pointer check */
   uint8_t cls;           /* size class, or PZ_NCLASSES for a medium span */
   uint8_t nslices;       /* span length; 0 = slice is free */
   uint8_t slice_offset;  /* in a non-head slice: distance to the head */
   uint8_t free_is_zero;  /* (owner) blocks in `free` read zero past word 0 */
+  uint64_t div_magic;    /* ceil(2^40 / block_size): interior-pointer check */
+  _Atomic(struct pz_heap *) heap;
+  char *start;
   uint8_t in_full;       /* (owner) on the heap's full list */
   uint8_t span_zero;     /* span was zero when the page was made */
   _Atomic(uint8_t) delayed_pending; /* on its heap's delayed stack */
-  _Atomic(uintptr_t) xfree; /* blocks freed by other threads | PZ_XF_DELAYED */
-  _Atomic(struct pz_heap *) heap;
+  uint32_t reserved;     /* blocks that fit in the span */
+  /* cache line 1: written by other threads, and queue links */
+  _Atomic(uintptr_t) xfree __attribute__((aligned(64))); /* remote frees | PZ_XF_DELAYED */
   struct pz_page *next, *prev;   /* (owner) in a class queue or full list */
   struct pz_page *delayed_next;  /* on heap->delayed */
-  char *start;
-} pz_page;
+} __attribute__((aligned(64))) pz_page;
 #define PZ_XF_DELAYED ((uintptr_t)1)
 
 typedef struct pz_chunk {
