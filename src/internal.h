@@ -53,6 +53,19 @@
 #define PZ_MEDIUM_MAX ((PZ_SLICES - 1) * PZ_SLICE_SIZE) /* 1984 KiB */
 #define PZ_MAX_ALLOC ((size_t)PTRDIFF_MAX - PZ_CHUNK_SIZE)
 
+/* Debug build (-Ddebug_checks=true): internal assertions, and freed small
+ * blocks are poisoned past their two link words and checked when handed
+ * out again, which catches writes after free. */
+#ifndef PZ_DEBUG
+#define PZ_DEBUG 0
+#endif
+#define PZ_POISON 0xdf
+#define pz_assert(c)                                                                               \
+  do {                                                                                             \
+    if (PZ_DEBUG && PZ_UNLIKELY(!(c)))                                                             \
+      pz_fatal("internal check failed: %s (%s:%d)", #c, __FILE__, __LINE__);                       \
+  } while (0)
+
 static inline size_t pz_align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
 static inline bool pz_is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
@@ -68,6 +81,8 @@ PZ_HIDDEN void pz_log(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 PZ_HIDDEN void pz_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 PZ_HIDDEN _Noreturn void pz_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 PZ_HIDDEN void pz_write_stderr(const char *s, size_t n);
+PZ_HIDDEN void pz_debug_poison(void *b, size_t size);
+PZ_HIDDEN void pz_debug_check_poison(void *b, size_t size);
 
 /* ==================================================================== os/os.c
  * System calls. Every primitive returns 0 or an errno value (never sets a
@@ -343,6 +358,7 @@ static inline void *pz_small_alloc(size_t size, bool zero) {
   pz_page *pg = h->pages[pz_size_class(size)];
   pz_block *b = pg->free;
   if (PZ_LIKELY(b != NULL)) {
+    if (PZ_DEBUG && !pg->free_is_zero) pz_debug_check_poison(b, pz_class_size[pg->cls]);
     pg->free = b->next;
     pg->used++;
     h->stats.malloc_calls++;
@@ -378,6 +394,7 @@ static inline void pz_small_free(void *p, pz_chunk *c) {
       return;
     }
   }
+  if (PZ_DEBUG) pz_debug_poison(b, pg->block_size);
   if (PZ_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
     b->key = pz_free_key;
     b->next = pg->local_free;

@@ -123,3 +123,16 @@ void pz_fatal(const char *fmt, ...) {
   va_end(ap);
   abort();
 }
+
+/* ------------------------------------------------------------ debug build */
+
+void pz_debug_poison(void *b, size_t size) {
+  if (size > 2 * sizeof(void *)) memset((char *)b + 2 * sizeof(void *), PZ_POISON, size - 2 * sizeof(void *));
+}
+
+void pz_debug_check_poison(void *b, size_t size) {
+  const unsigned char *p = b;
+  for (size_t i = 2 * sizeof(void *); i < size; i++)
+    if (p[i] != PZ_POISON)
+      pz_fatal("write after free detected: block %p (size %zu) byte %zu changed to 0x%x", b, size, i, p[i]);
+}

@@ -139,6 +139,7 @@ static void drain_delayed(pz_heap *h);
 /* Return the span of an empty page to its chunk; the chunk to the pool when
  * it holds nothing else (one empty chunk per heap is kept as a spare). */
 static void page_retire(pz_heap *h, pz_page *pg) {
+  pz_assert(pg->used == 0);
   if (atomic_load_explicit(&pg->delayed_pending, memory_order_acquire))
     drain_delayed(h); /* the page is on our delayed stack: take it off first */
   queue_remove(h, pg);
@@ -187,7 +188,11 @@ static void page_extend(pz_page *pg) {
   if (!n) return;
   char *first = pg->start + (size_t)pg->capacity * bs;
   char *b = first;
-  for (uint32_t i = 1; i < n; i++, b += bs) ((pz_block *)b)->next = (pz_block *)(b + bs);
+  for (uint32_t i = 1; i < n; i++, b += bs) {
+    if (PZ_DEBUG && !pg->span_zero) pz_debug_poison(b, bs); /* as if freed: checked when handed out */
+    ((pz_block *)b)->next = (pz_block *)(b + bs);
+  }
+  if (PZ_DEBUG && !pg->span_zero) pz_debug_poison(b, bs);
   ((pz_block *)b)->next = NULL;
   pg->free = (pz_block *)first;
   pg->free_is_zero = pg->span_zero;
@@ -208,6 +213,7 @@ static void page_collect(pz_page *pg) {
     pz_block *list = (pz_block *)(x & ~PZ_XF_DELAYED);
     uint32_t n = 0;
     for (pz_block *b = list; b; b = b->next) n++;
+    pz_assert(n <= pg->used);
     pg->used -= n;
     pg->free = list;
     pg->free_is_zero = 0;
@@ -251,6 +257,8 @@ static void drain_delayed(pz_heap *h) {
 
 static inline void *page_pop(pz_heap *h, pz_page *pg, bool zero) {
   pz_block *b = pg->free;
+  pz_assert(pg->used < pg->capacity && pg->capacity <= pg->reserved);
+  if (PZ_DEBUG && !pg->free_is_zero) pz_debug_check_poison(b, pg->block_size);
   pg->free = b->next;
   pg->used++;
   h->stats.malloc_calls++;
@@ -301,6 +309,7 @@ static void *alloc_medium(pz_heap *h, size_t size, bool zero) {
   atomic_store_explicit(&pg->xfree, PZ_XF_DELAYED, memory_order_relaxed);
   queue_push(h, pg);
   h->stats.malloc_calls++;
+  if (!pg->span_zero) ((pz_block *)pg->start)->key = 0; /* stale memory must not look freed */
   if (zero) {
     if (pg->span_zero) h->stats.calloc_skipped_bytes += pg->block_size;
     else {
@@ -375,6 +384,7 @@ void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
   case PZ_FREE_KEY: /* the block carries the free key: a double free, most likely */
     confirm_double_free(h, pg, b);
     if (atomic_load_explicit(&pg->heap, memory_order_relaxed) != h) break;
+    if (PZ_DEBUG) pz_debug_poison(b, pg->block_size);
     b->key = pz_free_key;
     b->next = pg->local_free;
     pg->local_free = b;

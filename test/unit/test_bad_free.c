@@ -96,6 +96,17 @@ static void do_double_free_cross_thread(char *t) {
   prezero_free(p); /* the owner frees what another thread already freed */
 }
 
+#if PZ_DEBUG
+static void do_write_after_free(char *t) {
+  (void)t;
+  char *p = prezero_malloc(64);
+  prezero_free(p);
+  p[40] = 1; /* the program writes into a freed block */
+  for (int i = 0; i < 2000; i++) prezero_malloc(64); /* p is handed out again: checked */
+}
+static void write_after_free(void **s) { (void)s; expect_abort(do_write_after_free, "write after free"); }
+#endif
+
 static void double_free_small(void **s) { (void)s; expect_abort(do_double_free_small, "double free"); }
 static void double_free_large(void **s) { (void)s; expect_abort(do_double_free_large, "double free"); }
 static void double_free_cross_thread(void **s) { (void)s; expect_abort(do_double_free_cross_thread, "double free"); }
@@ -111,6 +122,9 @@ int main(void) {
       cmocka_unit_test(double_free_cross_thread), cmocka_unit_test(interior_pointer),
       cmocka_unit_test(interior_pointer_large), cmocka_unit_test(stack_pointer),
       cmocka_unit_test(foreign_pointer),        cmocka_unit_test(realloc_of_freed),
+#if PZ_DEBUG
+      cmocka_unit_test(write_after_free),
+#endif
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
