@@ -65,14 +65,15 @@ fi
 
 # When ld.so cannot preload a library it prints an error and carries on
 # without it; make sure the library really ends up mapped in a process.
-pz_maps_err="$(mktemp)"
-if ! LD_PRELOAD="$PZ_LIB" cat /proc/self/maps 2>"$pz_maps_err" | grep -qF -- "$PZ_LIB"; then
-  cat "$pz_maps_err" >&2
-  rm -f "$pz_maps_err"
+pz_maps="$(mktemp)"
+LD_PRELOAD="$PZ_LIB" cat /proc/self/maps >"$pz_maps" 2>&1 || true
+if ! grep -qF -- "$PZ_LIB" "$pz_maps"; then
+  grep -v '^[0-9a-f]*-[0-9a-f]* ' "$pz_maps" >&2 || true
+  rm -f "$pz_maps"
   pz_fail "$PZ_LIB is not mapped into a process started with LD_PRELOAD=$PZ_LIB"
 fi
-rm -f "$pz_maps_err"
-unset pz_maps_err
+rm -f "$pz_maps"
+unset pz_maps
 
 # ---- scratch directory -----------------------------------------------------
 
@@ -150,8 +151,8 @@ pz_compare_files() {
   local what=$1 exp=$2 act=$3
   if ! cmp -s -- "$exp" "$act"; then
     echo "FAIL [$PZ_NAME]: $what differs with the preload" >&2
-    echo "  expected (no preload): $exp ($(wc -c <"$exp") bytes)" >&2
-    echo "  actual   (preloaded):  $act ($(wc -c <"$act") bytes)" >&2
+    echo "  expected:           $exp ($(wc -c <"$exp") bytes)" >&2
+    echo "  actual (preloaded): $act ($(wc -c <"$act") bytes)" >&2
     if LC_ALL=C grep -qI . "$exp" 2>/dev/null || [ ! -s "$exp" ]; then
       echo "---- diff expected actual (first 40 lines) ----" >&2
       diff -- "$exp" "$act" | head -n 40 >&2 || true

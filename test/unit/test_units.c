@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -123,6 +125,24 @@ static void formatter_without_malloc(void **state) {
   assert_string_equal(buf, "truncat");
 }
 
+/* Every option in the table is documented in the README, with its default. */
+static void readme_documents_every_option(void **state) {
+  (void)state;
+  const char *path = getenv("PZ_README");
+  assert_non_null(path);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  static char text[1 << 16];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[n] = 0;
+  for (int i = 0; i < PZ_OPT__COUNT; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "`PREZERO_%s`", pz_option_table[i].name);
+    if (!strstr(text, name)) fail_msg("README does not document %s", name);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(size_classes_cover_every_size),
@@ -132,6 +152,7 @@ int main(void) {
       cmocka_unit_test(options_load_warns_and_keeps_defaults),
       cmocka_unit_test(chunk_state_machine),
       cmocka_unit_test(formatter_without_malloc),
+      cmocka_unit_test(readme_documents_every_option),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

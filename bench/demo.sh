@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# prezero demo: build the library, then run a real program (python3 building
+# 64 MiB zeroed frames) and a calloc + first-touch loop with glibc's malloc
+# and with prezero, side by side. Installs missing Debian packages when run
+# as root. Usage: bash bench/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. test/deps.sh
+pz_ensure_packages "${PZ_BUILD_PKGS[@]}" python3
+
+builddir=${PREZERO_BUILDDIR:-build}
+[ -f "$builddir/build.ninja" ] || meson setup "$builddir" >/dev/null
+ninja -C "$builddir" >/dev/null
+lib=$(pwd)/$builddir/src/libprezero.so
+py=/usr/bin/python3; [ -x "$py" ] || py=$(command -v python3)
+
+echo "== prezero demo on $(nproc) cores, $(uname -r), THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"
+echo
+echo "-- python3: 60 fresh 64 MiB frames, each zeroed, touched and dropped"
+printf '%-8s ' glibc;   "$py" bench/demo_frames.py 60
+printf '%-8s ' prezero; LD_PRELOAD=$lib "$py" bench/demo_frames.py 60
+
+ft=$builddir/bench/bench-first-touch
+if [ -x "$ft" ]; then
+  echo
+  echo "-- C: calloc 256 MiB, write every page, free (20 rounds)"
+  printf '%-8s ' glibc;   "$ft" $((256 << 20)) 20 0 | sed 's/^ok [^ ]* //'
+  printf '%-8s ' prezero; LD_PRELOAD=$lib "$ft" $((256 << 20)) 20 0 | sed 's/^ok [^ ]* //'
+fi
+echo
+echo "What prezero did for python3 (PREZERO_STATS=1):"
+PREZERO_STATS=1 LD_PRELOAD=$lib "$py" bench/demo_frames.py 10 2>&1 >/dev/null | grep -E "statistics|calloc|large|chunks free|given back"
+echo
+echo "Full comparison with jemalloc, tcmalloc and mimalloc: python3 bench/run.py --builddir $builddir"
