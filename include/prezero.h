@@ -65,13 +65,28 @@ struct prezero_stats {
   uint64_t heaps;                /* thread heaps made (reused on thread exit) */
   uint64_t oom;                  /* requests refused with ENOMEM */
   int thp;                       /* 1: huge pages in use, 0: 4 KiB pages */
+  /* version 2: the pre-zeroed pool */
+  uint64_t calloc_ready_bytes;     /* large calloc bytes served from READY chunks */
+  uint64_t calloc_untouched_bytes; /* ... from never-faulted chunks (a fault, no memset) */
+  uint64_t worker_zeroed_bytes;    /* dirty memory zeroed by the workers */
+  uint64_t worker_populated_bytes; /* untouched memory pre-faulted by the workers */
+  uint64_t worker_cpu_ns;          /* CPU time the workers used */
+  uint64_t workers;                /* worker threads running now */
+  uint64_t busy_waits;             /* allocations that waited for a worker batch */
+  uint64_t anon_bytes;             /* now: resident anonymous memory of the process */
+  uint64_t anon_huge_bytes;        /* now: of which in transparent huge pages */
 };
-#define PREZERO_STATS_VERSION 1
+#define PREZERO_STATS_VERSION 2
 
 /* Fill *st (returns 0), or -1 with errno EINVAL for NULL. */
 PREZERO_API int prezero_stats_get(struct prezero_stats *st);
 /* Print a readable summary on stderr (what PREZERO_STATS=1 prints at exit). */
 PREZERO_API void prezero_stats_print(void);
+/* Ask for `bytes` of ready (resident, zero, huge-page) memory on the calling
+ * thread's NUMA node before a critical phase; the pool keeps that much ready
+ * until another call changes it (0 clears). Waits until it is ready.
+ * Returns 0, or -1 with errno ENOMEM. */
+PREZERO_API int prezero_reserve(size_t bytes);
 /* "major.minor.patch" */
 PREZERO_API const char *prezero_version(void);
 

@@ -117,6 +117,35 @@ PZ_HIDDEN pid_t pz_os_gettid(void);
 PZ_HIDDEN uint64_t pz_os_random(void); /* getrandom or a time-seeded fallback */
 PZ_HIDDEN uint64_t pz_os_now_ns(void);
 
+/* ==================================================================== os/zero.c
+ * Zeroing with non-temporal stores, chosen by CPU features; populating. */
+enum pz_zero_method { PZ_ZERO_MEMSET, PZ_ZERO_SSE2, PZ_ZERO_AVX2, PZ_ZERO_CLZERO };
+PZ_HIDDEN bool pz_zero_method_supported(enum pz_zero_method m);
+PZ_HIDDEN void pz_zero_select(int requested); /* -1: auto */
+PZ_HIDDEN const char *pz_zero_method_name(void);
+PZ_HIDDEN void pz_zero(void *p, size_t n);
+/* Fault [p, p+n) in, writable. False when the kernel refused the memory. */
+PZ_HIDDEN bool pz_populate(void *p, size_t n);
+
+/* ==================================================================== os/topo.c
+ * NUMA topology from sysfs, read without allocating. */
+#define PZ_MAX_NODES 64
+#define PZ_CPUSET_WORDS 16 /* 1024 CPUs */
+struct pz_topology {
+  unsigned nnodes;                    /* >= 1 */
+  unsigned node_id[PZ_MAX_NODES];     /* kernel node numbers, index = our node */
+  unsigned long cpus[PZ_MAX_NODES][PZ_CPUSET_WORDS];
+  unsigned long allowed[PZ_CPUSET_WORDS]; /* the process's CPU set at init */
+  int16_t cpu_node[PZ_CPUSET_WORDS * 64]; /* cpu -> our node index */
+};
+PZ_HIDDEN extern struct pz_topology pz_topo;
+PZ_HIDDEN void pz_topo_init(void);
+PZ_HIDDEN unsigned pz_topo_current_node(void); /* our index for the calling CPU */
+/* Prefer node `n` for [p, p+len) (mbind MPOL_PREFERRED); 0 or errno. */
+PZ_HIDDEN int pz_os_bind_node(void *p, size_t len, unsigned n);
+/* Pin the calling thread to node n's CPUs (within the process's CPU set). */
+PZ_HIDDEN int pz_os_pin_node(unsigned n);
+
 /* ==================================================================== os/probe.c
  * What the kernel offers, read once at init. */
 enum pz_thp_mode { PZ_THP_ALWAYS, PZ_THP_MADVISE, PZ_THP_NEVER, PZ_THP_UNKNOWN };
@@ -126,6 +155,7 @@ struct pz_kernel {
   bool thp_usable;     /* huge pages can be had for our chunks */
   size_t page_size;
   unsigned ncpus;
+  bool populate_write; /* MADV_POPULATE_WRITE works */
 };
 PZ_HIDDEN extern struct pz_kernel pz_kernel;
 PZ_HIDDEN void pz_probe_kernel(void);
@@ -138,13 +168,20 @@ enum pz_opt {
   PZ_OPT_VERBOSE,          /* bool: print options and probe at start */
   PZ_OPT_THP,              /* enum auto|always|never */
   PZ_OPT_LARGE_THRESHOLD,  /* size: >= this go to whole chunks */
-  PZ_OPT_RETAIN,           /* size: free chunks kept mapped before discard */
+  PZ_OPT_POOL_MIN,         /* size: ready memory workers keep per node */
+  PZ_OPT_POOL_MAX,         /* size: free resident memory kept per node */
   PZ_OPT_CHECKS,           /* bool: invalid/double free checks */
   PZ_OPT_MREMAP_THRESHOLD, /* size: large realloc moves pages above this */
+  PZ_OPT_ZERO,             /* bool: background pre-zeroing */
+  PZ_OPT_WORKERS,          /* count per node */
+  PZ_OPT_BATCH,            /* chunks per worker pass */
+  PZ_OPT_ZERO_RATE,        /* size per second, 0 = unlimited */
+  PZ_OPT_ZERO_METHOD,      /* enum */
+  PZ_OPT_RESERVE,          /* size: ready memory asked for at start */
   PZ_OPT__COUNT
 };
 enum { PZ_THP_OPT_AUTO = 0, PZ_THP_OPT_ALWAYS = 1, PZ_THP_OPT_NEVER = 2 };
-enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM };
+enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM, PZ_OK_COUNT };
 struct pz_option_desc {
   const char *name; /* without the PREZERO_ prefix */
   enum pz_opt_kind kind;
@@ -163,22 +200,28 @@ PZ_HIDDEN void pz_options_print(void);
 static inline long long pz_opt(enum pz_opt o) { return pz_opts[o]; }
 
 /* ==================================================================== pool/chunk.c
- * Regions are reservations of 2 MiB-aligned chunks. Each free chunk is in
- * one state; the transitions live in pz_chunk_next_state() and nowhere
- * else:
+ * Regions are reservations of 2 MiB-aligned chunks. Each chunk is in one
+ * state; the transitions live in pz_chunk_next_state() and nowhere else:
  *
- *   UNTOUCHED --alloc--> USED --free--> DIRTY --discard--> UNTOUCHED
- *   DIRTY --alloc(malloc)--> USED            READY --alloc--> USED
- *   (READY: resident and known zero; made by the pool workers, issue #3)
+ *   UNTOUCHED/READY/DIRTY --alloc--> USED (TAIL for a run's other chunks)
+ *   USED/TAIL --free--> DIRTY
+ *   UNTOUCHED/READY/DIRTY --claim--> BUSY   (a worker or trim works on it)
+ *   BUSY --zeroed--> READY   BUSY --discard--> UNTOUCHED   BUSY --unclaim--> DIRTY
+ *   DIRTY --discard--> UNTOUCHED            (freed past the pool maximum)
+ *
+ * UNTOUCHED: never faulted (or given back): reads zero, costs a fault.
+ * READY: resident and known zero. DIRTY: freed by the program.
  */
 enum pz_chunk_state {
-  PZ_CS_UNTOUCHED = 0, /* never faulted or discarded: reads zero */
-  PZ_CS_READY,         /* resident and known zero */
-  PZ_CS_DIRTY,         /* freed by the program: contents unknown */
-  PZ_CS_USED,          /* head of a run in use */
-  PZ_CS_TAIL,          /* non-head chunk of a run in use */
+  PZ_CS_UNTOUCHED = 0,
+  PZ_CS_READY,
+  PZ_CS_DIRTY,
+  PZ_CS_USED,
+  PZ_CS_TAIL,
+  PZ_CS_BUSY,
+  PZ_CS__COUNT
 };
-enum pz_chunk_event { PZ_CE_ALLOC, PZ_CE_FREE, PZ_CE_DISCARD, PZ_CE_ZEROED };
+enum pz_chunk_event { PZ_CE_ALLOC, PZ_CE_FREE, PZ_CE_CLAIM, PZ_CE_ZEROED, PZ_CE_DISCARD, PZ_CE_UNCLAIM };
 /* Returns the next state, or -1 for a transition that must not happen. */
 PZ_HIDDEN int pz_chunk_next_state(enum pz_chunk_state s, enum pz_chunk_event e);
 
@@ -203,14 +246,40 @@ struct pz_region {
   char *base;
   uint32_t nchunks;
   uint32_t id;
-  uint32_t nfree;        /* chunks not USED/TAIL; guarded by pz_pool.lock */
-  uint8_t *state;        /* enum pz_chunk_state per chunk; guarded by lock */
+  uint32_t nfree;        /* chunks in a free state; guarded by the node lock */
+  uint32_t node;
+  uint8_t *state;        /* enum pz_chunk_state per chunk; guarded by the node lock */
   uint32_t *runlen;      /* at a run's head: chunks in the run */
   struct pz_region *next;
 };
+/* Per-node counters, guarded by the node lock (all size_t: summed as an array). */
+struct pz_node_stats {
+  size_t runs_alloc, runs_free, discarded_bytes, busy_waits;
+  size_t zero_from_ready, zero_from_untouched; /* calloc'd chunk bytes by origin */
+  size_t zeroed_bytes, populated_bytes;        /* done by workers */
+  size_t worker_ns, worker_passes;
+};
+struct pz_node_pool {
+  pthread_mutex_t lock;
+  pthread_cond_t work, done;
+  struct pz_region *regions;
+  size_t count[PZ_CS__COUNT];
+  size_t reserve;         /* chunks prezero_reserve() asked to keep ready */
+  unsigned node, sleeping;
+  _Atomic int workers;    /* started (0 after fork: restarted lazily) */
+  struct pz_node_stats st;
+} __attribute__((aligned(64)));
+PZ_HIDDEN extern struct pz_node_pool pz_nodes[PZ_MAX_NODES];
 struct pz_pool_stats {
-  size_t regions, reserved_bytes, chunks[5], runs_alloc, runs_free;
-  size_t discarded_bytes, thp_refused;
+  size_t regions, reserved_bytes, thp_refused, workers;
+  size_t chunks[PZ_CS__COUNT];
+  struct pz_node_stats node; /* summed over nodes */
+};
+/* A range of chunks a worker holds BUSY. */
+struct pz_claim {
+  struct pz_region *region;
+  size_t start, n;
+  enum pz_chunk_state from; /* DIRTY: zero it; UNTOUCHED: populate it */
 };
 /* Allocate a run of `n` chunks aligned to `align` bytes (a power of two;
  * 0 = chunk alignment). Flags: PZ_CA_PREFER_ZERO picks chunks that read
@@ -236,7 +305,24 @@ PZ_HIDDEN void pz_chunk_stats(struct pz_pool_stats *out);
 PZ_HIDDEN void pz_pool_init(void);
 PZ_HIDDEN void pz_pool_prefork(void);
 PZ_HIDDEN void pz_pool_postfork(bool child);
-PZ_HIDDEN void pz_pool_reset_for_tests(void);
+/* Workers: claim a batch of work (blocking while there is none if `wait`),
+ * and hand it back done (ok[i]: the range is zero now) or not. */
+PZ_HIDDEN size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, bool wait);
+PZ_HIDDEN void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, const bool *ok);
+/* Keep `bytes` ready on the caller's node (0 clears); waits until it is.
+ * Returns 0 or ENOMEM. */
+PZ_HIDDEN int pz_chunk_reserve(size_t bytes);
+
+/* ==================================================================== pool/worker.c
+ * Background workers, one or more per node: pre-zero dirty chunks and
+ * pre-fault untouched ones, between the watermarks. */
+enum pz_plan_what { PZ_PLAN_IDLE, PZ_PLAN_ZERO, PZ_PLAN_POPULATE };
+struct pz_plan { enum pz_plan_what what; size_t n; };
+/* All counts in chunks. Pure: the watermark logic, unit-tested. */
+PZ_HIDDEN struct pz_plan pz_worker_plan(size_t ready, size_t dirty, size_t untouched,
+                                        size_t min_ready, size_t max_ready, size_t batch);
+/* Start the node's workers if not running. False when none could start. */
+PZ_HIDDEN bool pz_workers_start(unsigned node);
 
 /* ==================================================================== meta.c
  * Internal metadata memory (heaps, region arrays, map leaves): bump

@@ -8,6 +8,7 @@
 #include "internal.h"
 
 static const char *const thp_choices[] = {"auto", "always", "never", NULL};
+static const char *const zero_choices[] = {"auto", "memset", "sse2", "avx2", "clzero", NULL};
 
 const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
     [PZ_OPT_STATS] = {"STATS", PZ_OK_BOOL, 0, 0, 1, NULL,
@@ -19,12 +20,25 @@ const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
     [PZ_OPT_LARGE_THRESHOLD] = {"LARGE_THRESHOLD", PZ_OK_SIZE, 1 << 20, 256 << 10,
                                 (long long)PZ_MEDIUM_MAX, NULL,
                                 "allocations of at least this size take whole 2 MiB chunks"},
-    [PZ_OPT_RETAIN] = {"RETAIN", PZ_OK_SIZE, 1LL << 30, 0, 1LL << 50, NULL,
-                       "free chunks kept mapped for reuse before pages go back to the kernel"},
+    [PZ_OPT_POOL_MIN] = {"POOL_MIN", PZ_OK_SIZE, 0, 0, 1LL << 50, NULL,
+                         "ready (resident, zero) memory the workers keep per node, pre-faulting if needed"},
+    [PZ_OPT_POOL_MAX] = {"POOL_MAX", PZ_OK_SIZE, 1LL << 30, 0, 1LL << 50, NULL,
+                         "free memory kept resident per node (ready + dirty); beyond it freed chunks go back to the kernel"},
     [PZ_OPT_CHECKS] = {"CHECKS", PZ_OK_BOOL, 1, 0, 1, NULL,
                        "detect invalid, interior and double frees and abort with a message"},
     [PZ_OPT_MREMAP_THRESHOLD] = {"MREMAP_THRESHOLD", PZ_OK_SIZE, 8 << 20, 2 << 20, 1LL << 50, NULL,
                                  "large realloc moves pages (mremap) instead of copying at this size"},
+    [PZ_OPT_ZERO] = {"ZERO", PZ_OK_BOOL, 1, 0, 1, NULL,
+                     "background workers pre-zero freed chunks (0: off, calloc zeroes inline)"},
+    [PZ_OPT_WORKERS] = {"WORKERS", PZ_OK_COUNT, 1, 1, 64, NULL, "worker threads per NUMA node"},
+    [PZ_OPT_BATCH] = {"BATCH", PZ_OK_COUNT, 4, 1, 4096, NULL,
+                      "chunks (2 MiB) a worker claims per pass"},
+    [PZ_OPT_ZERO_RATE] = {"ZERO_RATE", PZ_OK_SIZE, 0, 0, 1LL << 50, NULL,
+                          "most bytes per second a node's workers zero or populate (0: unlimited)"},
+    [PZ_OPT_ZERO_METHOD] = {"ZERO_METHOD", PZ_OK_ENUM, 0, 0, 4, zero_choices,
+                            "how workers zero: auto (streaming stores by CPU features), memset, sse2, avx2, clzero"},
+    [PZ_OPT_RESERVE] = {"RESERVE", PZ_OK_SIZE, 0, 0, 1LL << 50, NULL,
+                        "ready memory to prepare at start (as prezero_reserve())"},
 };
 
 long long pz_opts[PZ_OPT__COUNT];
@@ -58,6 +72,7 @@ int pz_option_parse(const struct pz_option_desc *d, const char *s, long long *ou
         return 0;
       }
     return -1;
+  case PZ_OK_COUNT:
   case PZ_OK_SIZE: {
     unsigned long long v = 0;
     const char *p = s;
@@ -67,7 +82,7 @@ int pz_option_parse(const struct pz_option_desc *d, const char *s, long long *ou
       v = v * 10 + (unsigned)(*p - '0');
     }
     unsigned shift = 0;
-    switch (*p) {
+    if (d->kind == PZ_OK_SIZE) switch (*p) {
     case 'k': case 'K': shift = 10; p++; break;
     case 'm': case 'M': shift = 20; p++; break;
     case 'g': case 'G': shift = 30; p++; break;
@@ -97,6 +112,9 @@ static const char *kind_hint(const struct pz_option_desc *d, char *buf, size_t c
   }
   case PZ_OK_SIZE:
     pz_snprintf(buf, cap, "a size from %lld to %lld, e.g. 512K, 64M, 2G", d->min, d->max);
+    return buf;
+  case PZ_OK_COUNT:
+    pz_snprintf(buf, cap, "a number from %lld to %lld", d->min, d->max);
     return buf;
   }
   return "";

@@ -9,6 +9,25 @@
 
 struct pz_gstats pz_gstats;
 
+/* Resident anonymous memory and how much of it is in huge pages: the
+ * kernel's own account (smaps_rollup, one read, no allocation). */
+static size_t field_kb(const char *text, const char *name) {
+  const char *p = strstr(text, name);
+  if (!p) return 0;
+  p += strlen(name);
+  while (*p == ' ') p++;
+  size_t v = 0;
+  while (*p >= '0' && *p <= '9') v = v * 10 + (size_t)(*p++ - '0');
+  return v;
+}
+
+static void read_smaps(struct prezero_stats *st) {
+  char buf[2048];
+  if (pz_os_read_file("/proc/self/smaps_rollup", buf, sizeof buf) <= 0) return;
+  st->anon_bytes = field_kb(buf, "\nAnonymous:") << 10;
+  st->anon_huge_bytes = field_kb(buf, "\nAnonHugePages:") << 10;
+}
+
 void pz_stats_collect(struct prezero_stats *st) {
   memset(st, 0, sizeof *st);
   st->version = PREZERO_STATS_VERSION;
@@ -27,11 +46,19 @@ void pz_stats_collect(struct prezero_stats *st) {
   st->small_live_bytes = used;
   st->small_page_bytes = pages;
   st->reserved_bytes = ps.reserved_bytes;
+  st->calloc_ready_bytes = ps.node.zero_from_ready;
+  st->calloc_untouched_bytes = ps.node.zero_from_untouched;
+  st->worker_zeroed_bytes = ps.node.zeroed_bytes;
+  st->worker_populated_bytes = ps.node.populated_bytes;
+  st->worker_cpu_ns = ps.node.worker_ns;
+  st->workers = ps.workers;
+  st->busy_waits = ps.node.busy_waits;
+  st->discarded_bytes = ps.node.discarded_bytes;
+  read_smaps(st);
   st->chunks_untouched = ps.chunks[PZ_CS_UNTOUCHED];
   st->chunks_ready = ps.chunks[PZ_CS_READY];
   st->chunks_dirty = ps.chunks[PZ_CS_DIRTY];
   st->chunks_used = ps.chunks[PZ_CS_USED] + ps.chunks[PZ_CS_TAIL];
-  st->discarded_bytes = ps.discarded_bytes;
   st->realloc_moved = atomic_load(&pz_gstats.realloc_moved_pages);
   st->realloc_in_place = atomic_load(&pz_gstats.realloc_in_place);
   st->remote_frees = hs.remote_frees;
@@ -67,8 +94,9 @@ void pz_stats_print_fd(int fd) {
   struct prezero_stats st;
   pz_stats_collect(&st);
   char head[128];
-  size_t n = pz_snprintf(head, sizeof head, "prezero %s statistics (pid %d, pages: %s)\n",
-                         prezero_version(), (int)getpid(), st.thp ? "2 MiB THP" : "4 KiB");
+  size_t n = pz_snprintf(head, sizeof head, "prezero %s statistics (pid %d, pages: %s, zeroing: %s)\n",
+                         prezero_version(), (int)getpid(), st.thp ? "2 MiB THP" : "4 KiB",
+                         pz_opt(PZ_OPT_ZERO) ? pz_zero_method_name() : "inline only");
   if (write(fd, head, n) < 0) return;
   line(fd, "malloc calls", st.malloc_calls, NULL);
   line(fd, "free calls", st.free_calls, NULL);
@@ -84,6 +112,15 @@ void pz_stats_print_fd(int fd) {
   line(fd, "chunks free untouched", st.chunks_untouched, NULL);
   line(fd, "chunks free ready (zero)", st.chunks_ready, NULL);
   line(fd, "chunks free dirty", st.chunks_dirty, NULL);
+  line(fd, "calloc from ready chunks", st.calloc_ready_bytes, "B");
+  line(fd, "calloc from untouched chunks", st.calloc_untouched_bytes, "B");
+  line(fd, "zeroed by workers", st.worker_zeroed_bytes, "B");
+  line(fd, "pre-faulted by workers", st.worker_populated_bytes, "B");
+  line(fd, "worker CPU time (us)", st.worker_cpu_ns / 1000, NULL);
+  line(fd, "worker threads", st.workers, NULL);
+  line(fd, "waits for a worker batch", st.busy_waits, NULL);
+  line(fd, "resident anonymous", st.anon_bytes, "B");
+  line(fd, "  of which huge pages", st.anon_huge_bytes, "B");
   line(fd, "bytes given back", st.discarded_bytes, "B");
   line(fd, "large realloc by mremap", st.realloc_moved, NULL);
   line(fd, "large realloc in place", st.realloc_in_place, NULL);

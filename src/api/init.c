@@ -51,7 +51,9 @@ static void load_options(void) {
 static void init_once(void) {
   load_options();
   pz_probe_kernel();
+  pz_topo_init();
   pz_pool_init();
+  pz_zero_select((int)pz_opt(PZ_OPT_ZERO_METHOD) - 1);
   if (pz_small_init() != 0) pz_warn("pthread_key_create failed: thread caches are not returned at thread exit");
   pthread_atfork(prefork, postfork_parent, postfork_child);
 }
@@ -70,7 +72,10 @@ void pz_init_slow(void) {
 
 __attribute__((constructor)) static void pz_constructor(void) {
   pz_ensure_init();
-  if (!options_from_env && environ) load_options(); /* init ran before environ was set */
+  if (!options_from_env && environ) { /* init ran before environ was set */
+    load_options();
+    pz_zero_select((int)pz_opt(PZ_OPT_ZERO_METHOD) - 1);
+  }
   if (pz_opt(PZ_OPT_VERBOSE)) {
     pz_log("prezero %s: THP %s (pmd %zu), huge pages for chunks: %s, %u cpus", prezero_version(),
            pz_thp_mode_name(pz_kernel.thp_enabled), pz_kernel.pmd_size,
@@ -78,8 +83,12 @@ __attribute__((constructor)) static void pz_constructor(void) {
            : pz_kernel.thp_usable || pz_opt(PZ_OPT_THP) == PZ_THP_OPT_ALWAYS ? "yes"
                                                                            : "no (4 KiB pages)",
            pz_kernel.ncpus);
+    pz_log("%u NUMA node(s), MADV_POPULATE_WRITE: %s, zeroing: %s", pz_topo.nnodes,
+           pz_kernel.populate_write ? "yes" : "no (touching pages)", pz_zero_method_name());
     pz_options_print();
   }
+  if (pz_opt(PZ_OPT_RESERVE) && pz_chunk_reserve((size_t)pz_opt(PZ_OPT_RESERVE)) != 0)
+    pz_warn("PREZERO_RESERVE: could not prepare %lld bytes", pz_opt(PZ_OPT_RESERVE));
 }
 
 __attribute__((destructor)) static void pz_destructor(void) {

@@ -1,5 +1,7 @@
 /* The prezero_* names: the same allocator for programs that link prezero
  * and want to call it explicitly (include/prezero.h). */
+#include <errno.h>
+
 #include "internal.h"
 
 PZ_EXPORT void *prezero_malloc(size_t n) { return pz_malloc(n); }
@@ -18,3 +20,12 @@ PZ_EXPORT void prezero_free_aligned_sized(void *p, size_t a, size_t n) { pz_free
 PZ_EXPORT int prezero_malloc_trim(size_t pad) { return pz_trim(pad); }
 PZ_EXPORT void prezero_stats_print(void) { pz_stats_print_fd(2); }
 PZ_EXPORT const char *prezero_version(void) { return "0.1.0"; }
+PZ_EXPORT int prezero_reserve(size_t bytes) {
+  pz_ensure_init();
+  int e = pz_chunk_reserve(bytes);
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  return 0;
+}

@@ -2,13 +2,15 @@
  * /proc with raw reads into stack buffers (no allocation). Later decisions
  * read `pz_kernel`, never the kernel. */
 
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-struct pz_kernel pz_kernel = {PZ_THP_UNKNOWN, 0, false, 4096, 1};
+struct pz_kernel pz_kernel = {PZ_THP_UNKNOWN, 0, false, 4096, 1, false};
 
 const char *pz_thp_mode_name(enum pz_thp_mode m) {
   static const char *const names[] = {"always", "madvise", "never", "unknown"};
@@ -41,6 +43,14 @@ void pz_probe_kernel(void) {
     size_t v = 0;
     for (const char *s = buf; *s >= '0' && *s <= '9'; s++) v = v * 10 + (size_t)(*s - '0');
     pz_kernel.pmd_size = v;
+  }
+  /* MADV_POPULATE_WRITE (5.14): try it on a scratch page; EINVAL = absent */
+  void *scratch = pz_os.mmap(NULL, PZ_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (scratch != MAP_FAILED) {
+    int saved = errno;
+    pz_kernel.populate_write = pz_os.madvise(scratch, PZ_PAGE_SIZE, 23 /* MADV_POPULATE_WRITE */) == 0;
+    errno = saved;
+    pz_os.munmap(scratch, PZ_PAGE_SIZE);
   }
   pz_kernel.thp_usable = pz_kernel.pmd_size == PZ_CHUNK_SIZE &&
                          (pz_kernel.thp_enabled == PZ_THP_ALWAYS ||

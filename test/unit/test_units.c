@@ -37,7 +37,7 @@ static void size_classes_are_aligned_and_bounded(void **state) {
 
 static void option_sizes_parse(void **state) {
   (void)state;
-  const struct pz_option_desc *d = &pz_option_table[PZ_OPT_RETAIN];
+  const struct pz_option_desc *d = &pz_option_table[PZ_OPT_POOL_MAX];
   long long v;
   assert_int_equal(pz_option_parse(d, "512M", &v), 0);
   assert_int_equal(v, 512LL << 20);
@@ -78,12 +78,12 @@ static void option_bools_and_enums_parse(void **state) {
 
 static void options_load_warns_and_keeps_defaults(void **state) {
   (void)state;
-  char *env[] = {"PATH=/bin", "PREZERO_STATS=1", "PREZERO_RETAIN=bogus", "PREZERO_NOSUCH=1",
+  char *env[] = {"PATH=/bin", "PREZERO_STATS=1", "PREZERO_POOL_MAX=bogus", "PREZERO_NOSUCH=1",
                  "PREZERO_THP=never", NULL};
   int warnings = pz_options_load(env, false);
   assert_int_equal(warnings, 2);
   assert_int_equal(pz_opt(PZ_OPT_STATS), 1);
-  assert_int_equal(pz_opt(PZ_OPT_RETAIN), pz_option_table[PZ_OPT_RETAIN].def);
+  assert_int_equal(pz_opt(PZ_OPT_POOL_MAX), pz_option_table[PZ_OPT_POOL_MAX].def);
   assert_int_equal(pz_opt(PZ_OPT_THP), PZ_THP_OPT_NEVER);
   /* secure execution: every PREZERO_* is ignored */
   assert_int_equal(pz_options_load(env, true), 0);
@@ -95,22 +95,79 @@ static void options_load_warns_and_keeps_defaults(void **state) {
 
 static void chunk_state_machine(void **state) {
   (void)state;
-  /* allowed transitions */
-  assert_int_equal(pz_chunk_next_state(PZ_CS_UNTOUCHED, PZ_CE_ALLOC), PZ_CS_USED);
-  assert_int_equal(pz_chunk_next_state(PZ_CS_READY, PZ_CE_ALLOC), PZ_CS_USED);
-  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_ALLOC), PZ_CS_USED);
+  const enum pz_chunk_state free_states[] = {PZ_CS_UNTOUCHED, PZ_CS_READY, PZ_CS_DIRTY};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(pz_chunk_next_state(free_states[i], PZ_CE_ALLOC), PZ_CS_USED);
+    assert_int_equal(pz_chunk_next_state(free_states[i], PZ_CE_CLAIM), PZ_CS_BUSY);
+    assert_int_equal(pz_chunk_next_state(free_states[i], PZ_CE_FREE), -1); /* double free */
+    assert_int_equal(pz_chunk_next_state(free_states[i], PZ_CE_ZEROED), -1); /* only claimed chunks */
+    assert_int_equal(pz_chunk_next_state(free_states[i], PZ_CE_UNCLAIM), -1);
+  }
   assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_FREE), PZ_CS_DIRTY);
   assert_int_equal(pz_chunk_next_state(PZ_CS_TAIL, PZ_CE_FREE), PZ_CS_DIRTY);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_ZEROED), PZ_CS_READY);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_DISCARD), PZ_CS_UNTOUCHED);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_UNCLAIM), PZ_CS_DIRTY);
   assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_DISCARD), PZ_CS_UNTOUCHED);
-  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_ZEROED), PZ_CS_READY);
-  assert_int_equal(pz_chunk_next_state(PZ_CS_UNTOUCHED, PZ_CE_ZEROED), PZ_CS_READY);
-  /* forbidden: memory in use is never zeroed, discarded or allocated again */
-  assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_ALLOC), -1);
-  assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_ZEROED), -1);
-  assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_DISCARD), -1);
-  assert_int_equal(pz_chunk_next_state(PZ_CS_TAIL, PZ_CE_ZEROED), -1);
-  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_FREE), -1); /* double free */
-  assert_int_equal(pz_chunk_next_state(PZ_CS_READY, PZ_CE_FREE), -1);
+  /* memory in use is never claimed, zeroed or discarded by anyone */
+  const enum pz_chunk_state in_use[] = {PZ_CS_USED, PZ_CS_TAIL};
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(pz_chunk_next_state(in_use[i], PZ_CE_ALLOC), -1);
+    assert_int_equal(pz_chunk_next_state(in_use[i], PZ_CE_CLAIM), -1);
+    assert_int_equal(pz_chunk_next_state(in_use[i], PZ_CE_ZEROED), -1);
+    assert_int_equal(pz_chunk_next_state(in_use[i], PZ_CE_DISCARD), -1);
+  }
+  /* a chunk a worker holds is not handed out or freed */
+  assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_ALLOC), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_FREE), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_CLAIM), -1);
+}
+
+static void worker_watermarks(void **state) {
+  (void)state;
+  struct pz_plan p;
+  /* dirty memory is zeroed while ready is under the maximum, a batch at a time */
+  p = pz_worker_plan(0, 100, 500, 0, 512, 4);
+  assert_int_equal(p.what, PZ_PLAN_ZERO);
+  assert_int_equal(p.n, 4);
+  p = pz_worker_plan(510, 100, 500, 0, 512, 4);
+  assert_int_equal(p.what, PZ_PLAN_ZERO);
+  assert_int_equal(p.n, 2); /* up to the maximum, not past it */
+  p = pz_worker_plan(0, 3, 500, 0, 512, 8);
+  assert_int_equal(p.n, 3);
+  /* at the maximum: dirty chunks stay dirty */
+  p = pz_worker_plan(512, 100, 500, 0, 512, 4);
+  assert_int_equal(p.what, PZ_PLAN_IDLE);
+  /* untouched memory is pre-faulted only up to the minimum (reserve) */
+  p = pz_worker_plan(0, 0, 500, 0, 512, 4);
+  assert_int_equal(p.what, PZ_PLAN_IDLE);
+  p = pz_worker_plan(10, 0, 500, 13, 512, 4);
+  assert_int_equal(p.what, PZ_PLAN_POPULATE);
+  assert_int_equal(p.n, 3);
+  p = pz_worker_plan(10, 0, 2, 100, 512, 4);
+  assert_int_equal(p.n, 2); /* no more untouched than there is */
+  p = pz_worker_plan(13, 0, 500, 13, 512, 4);
+  assert_int_equal(p.what, PZ_PLAN_IDLE);
+  /* recycling comes before pre-faulting */
+  p = pz_worker_plan(0, 5, 500, 100, 512, 4);
+  assert_int_equal(p.what, PZ_PLAN_ZERO);
+  p = pz_worker_plan(0, 5, 500, 100, 512, 0);
+  assert_int_equal(p.what, PZ_PLAN_IDLE);
+}
+
+static void zero_methods_zero(void **state) {
+  (void)state;
+  static char buf[1 << 20] __attribute__((aligned(64)));
+  for (int m = PZ_ZERO_MEMSET; m <= PZ_ZERO_CLZERO; m++) {
+    if (!pz_zero_method_supported((enum pz_zero_method)m)) continue;
+    pz_zero_select(m);
+    memset(buf, 0xa5, sizeof buf);
+    pz_zero(buf + 4096, sizeof buf - 8192);
+    for (size_t i = 0; i < sizeof buf; i++)
+      assert_int_equal(buf[i], (i < 4096 || i >= sizeof buf - 4096) ? (char)0xa5 : 0);
+  }
+  pz_zero_select(-1);
+  assert_true(pz_zero_method_supported(PZ_ZERO_MEMSET));
 }
 
 static void formatter_without_malloc(void **state) {
@@ -151,6 +208,8 @@ int main(void) {
       cmocka_unit_test(option_bools_and_enums_parse),
       cmocka_unit_test(options_load_warns_and_keeps_defaults),
       cmocka_unit_test(chunk_state_machine),
+      cmocka_unit_test(worker_watermarks),
+      cmocka_unit_test(zero_methods_zero),
       cmocka_unit_test(formatter_without_malloc),
       cmocka_unit_test(readme_documents_every_option),
   };

@@ -1,0 +1,116 @@
+/* Pool workers: background threads, one or more per NUMA node, that keep
+ * the node's READY chunks between the watermarks by zeroing DIRTY chunks
+ * (streaming stores, os/zero.c) and pre-faulting UNTOUCHED ones.
+ *
+ * Contract:
+ *   - A worker touches only chunks it has claimed (BUSY): never memory that
+ *     has been handed out, never memory someone else is changing.
+ *   - Idle workers block on the node's condition variable: an idle process
+ *     spends no CPU on them. They are detached and never keep the process
+ *     alive; at exit they simply stop with it.
+ *   - They run at SCHED_IDLE (nice 19 where refused), pinned to their node's
+ *     CPUs within the process's own CPU set, in the process's cgroup (so
+ *     their work is charged to the program), optionally rate-limited
+ *     (PREZERO_ZERO_RATE).
+ *   - Started lazily on the first work, outside every allocator lock, with
+ *     signals blocked; after fork, restarted lazily in the child.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "internal.h"
+
+struct pz_plan pz_worker_plan(size_t ready, size_t dirty, size_t untouched, size_t min_ready,
+                              size_t max_ready, size_t batch) {
+  struct pz_plan p = {PZ_PLAN_IDLE, 0};
+  if (!batch) return p;
+  if (dirty && ready < max_ready) { /* recycling: freed memory becomes ready again */
+    size_t n = max_ready - ready;
+    p.what = PZ_PLAN_ZERO;
+    p.n = n < dirty ? n : dirty;
+  } else if (untouched && ready < min_ready) { /* reserve: fault fresh memory in */
+    size_t n = min_ready - ready;
+    p.what = PZ_PLAN_POPULATE;
+    p.n = n < untouched ? n : untouched;
+  }
+  if (p.n > batch) p.n = batch;
+  return p;
+}
+
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *worker_main(void *arg) {
+  unsigned node = (unsigned)(uintptr_t)arg;
+  struct pz_node_pool *np = &pz_nodes[node];
+  pz_os_pin_node(node);
+  struct sched_param sp = {0};
+  if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+    setpriority(PRIO_PROCESS, (id_t)pz_os_gettid(), 19);
+  struct pz_claim c[16];
+  bool ok[16];
+  for (;;) {
+    size_t n = pz_pool_claim(node, c, 16, true);
+    uint64_t cpu0 = thread_cpu_ns(), wall0 = pz_os_now_ns();
+    size_t bytes = 0;
+    for (size_t k = 0; k < n; k++) {
+      char *p = c[k].region->base + (c[k].start << PZ_CHUNK_SHIFT);
+      size_t len = c[k].n << PZ_CHUNK_SHIFT;
+      if (c[k].from == PZ_CS_DIRTY) {
+        pz_zero(p, len);
+        ok[k] = true;
+      } else {
+        ok[k] = pz_populate(p, len);
+      }
+      bytes += len;
+    }
+    pz_pool_complete(node, c, n, ok);
+    __atomic_fetch_add(&np->st.worker_ns, thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&np->st.worker_passes, 1, __ATOMIC_RELAXED);
+    uint64_t rate = (uint64_t)pz_opt(PZ_OPT_ZERO_RATE);
+    if (rate && bytes) { /* stay under PREZERO_ZERO_RATE bytes per second */
+      uint64_t need = (uint64_t)((double)bytes / (double)rate * 1e9), spent = pz_os_now_ns() - wall0;
+      if (need > spent) {
+        struct timespec ts = {(time_t)((need - spent) / 1000000000u), (long)((need - spent) % 1000000000u)};
+        nanosleep(&ts, NULL);
+      }
+    }
+  }
+  return NULL;
+}
+
+bool pz_workers_start(unsigned node) {
+  struct pz_node_pool *np = &pz_nodes[node];
+  int w = atomic_load_explicit(&np->workers, memory_order_acquire);
+  if (PZ_LIKELY(w != 0)) return w > 0 || w == -1; /* running, or being started */
+  if (!pz_opt(PZ_OPT_ZERO)) return false;
+  int expect = 0;
+  if (!atomic_compare_exchange_strong(&np->workers, &expect, -1)) return true;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * PZ_KiB);
+  int started = 0;
+  for (long long i = 0; i < pz_opt(PZ_OPT_WORKERS); i++) {
+    pthread_t t;
+    if (pthread_create(&t, &attr, worker_main, (void *)(uintptr_t)node) == 0) {
+      pthread_setname_np(t, "prezero-zero");
+      started++;
+    }
+  }
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  /* -2: could not start (EAGAIN): callers fall back to zeroing inline */
+  atomic_store_explicit(&np->workers, started ? started : -2, memory_order_release);
+  return started > 0;
+}
