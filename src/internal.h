@@ -250,6 +250,7 @@ struct pz_region {
   uint32_t node;
   uint8_t *state;        /* enum pz_chunk_state per chunk; guarded by the node lock */
   uint32_t *runlen;      /* at a run's head: chunks in the run */
+  uint8_t *nohuge;       /* chunk was madvised MADV_NOHUGEPAGE (small heap) */
   struct pz_region *next;
 };
 /* Per-node counters, guarded by the node lock (all size_t: summed as an array). */
@@ -265,6 +266,7 @@ struct pz_node_pool {
   struct pz_region *regions;
   size_t count[PZ_CS__COUNT];
   size_t reserve;         /* chunks prezero_reserve() asked to keep ready */
+  size_t small_chunks;    /* chunks in use by thread heaps */
   unsigned node, sleeping;
   _Atomic int workers;    /* started (0 after fork: restarted lazily) */
   struct pz_node_stats st;

@@ -161,7 +161,8 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   struct pz_region *r = pz_meta_alloc(sizeof *r);
   uint8_t *state = pz_meta_alloc(want);
   uint32_t *runlen = pz_meta_alloc(want * sizeof(uint32_t));
-  if (!r || !state || !runlen || !map_prepare(base, want)) {
+  uint8_t *nohuge = pz_meta_alloc(want);
+  if (!r || !state || !runlen || !nohuge || !map_prepare(base, want)) {
     pz_os_unmap(base, want << PZ_CHUNK_SHIFT);
     return NULL; /* metadata lost (never freed); we are out of memory anyway */
   }
@@ -172,6 +173,7 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   r->nfree = (uint32_t)want;
   r->state = state; /* zero = PZ_CS_UNTOUCHED */
   r->runlen = runlen;
+  r->nohuge = nohuge;
   r->node = np->node;
   r->id = atomic_fetch_add(&region_ids, 1) + 1;
   atomic_load(&regions_by_id)[r->id] = r;
@@ -259,6 +261,17 @@ static void wake_worker(struct pz_node_pool *np) {
 
 #define ZERO_RANGES 16
 
+/* Huge pages for small-object chunks only once the small heap is big: a
+ * partly used chunk costs a whole 2 MiB page of RSS, which dominates small
+ * heaps (measured: ls 4.2 vs 2.2 MiB, a python run 44 vs 35 MiB) and is
+ * noise above this. Large runs always get huge pages. */
+#define SMALL_HUGE_MIN_CHUNKS 32
+
+static bool thp_on(void) {
+  return pz_opt(PZ_OPT_THP) != PZ_THP_OPT_NEVER &&
+         (pz_kernel.thp_usable || pz_opt(PZ_OPT_THP) == PZ_THP_OPT_ALWAYS);
+}
+
 void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, bool *zero_out,
                      size_t *zeroed_out) {
   if (n == 0 || n > (PZ_MAX_ALLOC >> PZ_CHUNK_SHIFT)) return NULL;
@@ -316,6 +329,16 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     if (k) set_state(np, r, i, PZ_CS_TAIL);
   }
   r->runlen[best_i] = (uint32_t)n;
+  int huge_advice = 0; /* 1: MADV_NOHUGEPAGE, 2: MADV_HUGEPAGE, after unlocking */
+  if (thp_on()) {
+    bool want_small = kind == PZ_MK_SMALL && np->small_chunks < SMALL_HUGE_MIN_CHUNKS;
+    for (size_t k = 0; k < n; k++) {
+      uint8_t *nh = &r->nohuge[(size_t)best_i + k];
+      if (want_small && !*nh) *nh = 1, huge_advice = 1;
+      else if (!want_small && *nh) *nh = 0, huge_advice = 2;
+    }
+  }
+  if (kind == PZ_MK_SMALL) np->small_chunks += n;
   char *base = r->base + ((size_t)best_i << PZ_CHUNK_SHIFT);
   pz_map_set_range(base, 1, kind, r->id);
   if (n > 1)
@@ -329,6 +352,8 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   bool start = ready && np->count[PZ_CS_READY] < min_ready_chunks(np);
   if (start) wake_worker(np);
   pthread_mutex_unlock(&np->lock);
+  if (huge_advice == 1) pz_os.madvise(base, n << PZ_CHUNK_SHIFT, MADV_NOHUGEPAGE);
+  else if (huge_advice == 2) pz_os_hugepage(base, n << PZ_CHUNK_SHIFT);
   if (start) pz_workers_start(np->node);
   size_t zeroed = 0;
   if ((flags & PZ_CA_ZERO) == PZ_CA_ZERO) {
@@ -372,6 +397,7 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
   char *p = r->base + (i << PZ_CHUNK_SHIFT);
   bool discard = over_max(np, n) && pz_os_discard(p, n << PZ_CHUNK_SHIFT) == 0;
   pthread_mutex_lock(&np->lock);
+  if ((pz_map_get(r->base + (head << PZ_CHUNK_SHIFT)) & 15) == PZ_MK_SMALL) np->small_chunks -= n;
   r->runlen[head] = (uint32_t)keep;
   release_range(np, r, i, n);
   if (discard) {
