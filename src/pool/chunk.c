@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -498,7 +499,7 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, boo
                                          np->count[PZ_CS_UNTOUCHED], min_ready_chunks(np),
                                          (size_t)pz_opt(PZ_OPT_POOL_MAX) >> PZ_CHUNK_SHIFT,
                                          (size_t)pz_opt(PZ_OPT_BATCH));
-    if (!pz_opt(PZ_OPT_ZERO)) plan.what = PZ_PLAN_IDLE;
+    if (wait && !pz_opt(PZ_OPT_ZERO)) plan.what = PZ_PLAN_IDLE; /* workers off; callers may still work */
     if (plan.what != PZ_PLAN_IDLE) {
       enum pz_chunk_state s = plan.what == PZ_PLAN_ZERO ? PZ_CS_DIRTY : PZ_CS_UNTOUCHED;
       size_t nr = claim(np, s, plan.n, claims, nclaims);
@@ -532,47 +533,55 @@ void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, co
 
 /* ---------------------------------------------------------------- reserve */
 
+/* Make one contiguous run of `bytes` ready, so that an allocation of that
+ * size finds it whole, on the caller's thread (it waits anyway, and runs
+ * at full priority, unlike the workers); then keep that much ready. */
 int pz_chunk_reserve(size_t bytes) {
   struct pz_node_pool *np = current_pool();
   size_t want = (bytes + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;
   pthread_mutex_lock(&np->lock);
   np->reserve = want;
-  size_t have = np->count[PZ_CS_READY] + np->count[PZ_CS_DIRTY] + np->count[PZ_CS_UNTOUCHED] +
-                np->count[PZ_CS_BUSY];
-  if (have < want && !region_create(np, want - have, 0)) {
+  if (!want) {
+    pthread_mutex_unlock(&np->lock);
+    return 0;
+  }
+  struct pz_region *r = NULL;
+  long start = -1;
+  int best = -1;
+  for (struct pz_region *q = np->regions; q; q = q->next) {
+    int sc;
+    long i = q->nfree >= want ? find_run(q, want, 0, true, &sc) : -1;
+    if (i >= 0 && sc > best) best = sc, start = i, r = q;
+  }
+  if (!r && (r = region_create(np, want, 0)) != NULL) start = find_run(r, want, 0, true, &best);
+  if (!r || start < 0) {
     np->reserve = 0;
     pthread_mutex_unlock(&np->lock);
     return ENOMEM;
   }
-  wake_worker(np);
-  pthread_mutex_unlock(&np->lock);
-  if (!want) return 0;
-  if (!pz_opt(PZ_OPT_ZERO) || !pz_workers_start(np->node)) {
-    /* no workers: populate here, on the caller's thread */
-    struct pz_claim c[16];
-    bool ok[16];
-    size_t n;
-    while (np->count[PZ_CS_READY] < want && (n = pz_pool_claim(np->node, c, 16, false)) > 0) {
-      for (size_t k = 0; k < n; k++) {
-        char *p = c[k].region->base + (c[k].start << PZ_CHUNK_SHIFT);
-        if (c[k].from == PZ_CS_DIRTY) pz_zero(p, c[k].n << PZ_CHUNK_SHIFT), ok[k] = true;
-        else ok[k] = pz_populate(p, c[k].n << PZ_CHUNK_SHIFT);
-      }
-      pz_pool_complete(np->node, c, n, ok);
-    }
-    return np->count[PZ_CS_READY] >= want ? 0 : ENOMEM;
+  /* claim every chunk of the run that is not ready yet */
+  struct pz_claim c[64];
+  size_t nc = 0;
+  for (size_t i = (size_t)start; i < (size_t)start + want; i++) {
+    uint8_t st = r->state[i];
+    if (st == PZ_CS_READY) continue;
+    transition(np, r, i, PZ_CE_CLAIM);
+    if (nc && c[nc - 1].from == st && c[nc - 1].start + c[nc - 1].n == i && nc <= 64) c[nc - 1].n++;
+    else if (nc < 64) c[nc++] = (struct pz_claim){r, i, 1, (enum pz_chunk_state)st};
+    else c[nc - 1].n = i + 1 - c[nc - 1].start, c[nc - 1].from = PZ_CS_DIRTY; /* zero the rest */
   }
-  pthread_mutex_lock(&np->lock);
-  size_t last = SIZE_MAX;
-  while (np->count[PZ_CS_READY] < want) {
-    size_t now = np->count[PZ_CS_READY] + np->count[PZ_CS_BUSY];
-    if (now == last && !np->count[PZ_CS_BUSY] && np->sleeping) break; /* no progress possible */
-    last = now;
-    pthread_cond_wait(&np->done, &np->lock);
-  }
-  int rc = np->count[PZ_CS_READY] >= want ? 0 : ENOMEM;
   pthread_mutex_unlock(&np->lock);
-  return rc;
+  bool ok[64] = {false};
+  for (size_t k = 0; k < nc; k++) {
+    char *p = r->base + (c[k].start << PZ_CHUNK_SHIFT);
+    size_t len = c[k].n << PZ_CHUNK_SHIFT;
+    if (c[k].from == PZ_CS_UNTOUCHED) ok[k] = pz_populate(p, len);
+    else pz_zero(p, len), ok[k] = true; /* DIRTY, or a mixed tail: zeroing is always right */
+  }
+  pz_pool_complete(np->node, c, nc, ok);
+  for (size_t k = 0; k < nc; k++)
+    if (!ok[k]) return ENOMEM;
+  return 0;
 }
 
 /* ---------------------------------------------------------------- trim */
