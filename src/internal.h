@@ -344,29 +344,38 @@ struct pz_heap;
  * header. Fields marked (owner) are touched only by the owning heap's
  * thread; xfree is the one field other threads write. */
 typedef struct pz_page {
-  /* cache line 0: what the owner touches on every malloc and free */
-  pz_block *free;        /* (owner) blocks to hand out */
-  pz_block *local_free;  /* (owner) blocks freed by the owner */
-  uint32_t used;         /* (owner) blocks handed out, incl. pending xfree */
-  uint32_t capacity;     /* (owner) blocks initialised so far (lazy) */
+  /* cache line 0: read-mostly (set when the page is made), read by every
+   * free, local or remote, to find and check the block */
   uint32_t block_size;
+  uint32_t capacity;     /* (owner) blocks initialised so far (lazy) */
+  uint64_t div_magic;    /* ceil(2^40 / block_size): interior-pointer check */
+  char *start;
+  _Atomic(struct pz_heap *) heap;
+  uint32_t reserved;     /* blocks that fit in the span */
   uint8_t cls;           /* size class, or PZ_NCLASSES for a medium span */
   uint8_t nslices;       /* span length; 0 = slice is free */
   uint8_t slice_offset;  /* in a non-head slice: distance to the head */
-  uint8_t free_is_zero;  /* (owner) blocks in `free` read zero past word 0 */
-  uint64_t div_magic;    /* ceil(2^40 / block_size): interior-pointer check */
-  _Atomic(struct pz_heap *) heap;
-  char *start;
-  uint8_t in_full;       /* (owner) on the heap's full list */
   uint8_t span_zero;     /* span was zero when the page was made */
-  _Atomic(uint8_t) delayed_pending; /* on its heap's delayed stack */
-  uint32_t reserved;     /* blocks that fit in the span */
-  /* cache line 1: written by other threads, and queue links */
-  _Atomic(uintptr_t) xfree __attribute__((aligned(64))); /* remote frees | PZ_XF_DELAYED */
+  /* cache line 1: written by the owner on every malloc and free, read by
+   * no other thread (no false sharing with remote frees) */
+  pz_block *free __attribute__((aligned(64))); /* (owner) blocks to hand out */
+  pz_block *local_free;  /* (owner) blocks freed by the owner */
+  uint32_t used;         /* (owner) blocks handed out, incl. pending xfree */
+  uint8_t free_is_zero;  /* (owner) blocks in `free` read zero past word 0 */
+  uint8_t in_full;       /* (owner) on the heap's full list */
   struct pz_page *next, *prev;   /* (owner) in a class queue or full list */
-  struct pz_page *delayed_next;  /* on heap->delayed */
+  /* cache line 2: written by other threads */
+  /* remote frees: [count:16][list head:47][DELAYED:1]. The count lets the
+   * owner collect without walking a list of blocks other cores touched
+   * last (a page holds at most 4096 blocks). */
+  _Atomic(uintptr_t) xfree __attribute__((aligned(64)));
+  _Atomic(uint8_t) delayed_pending; /* on its heap's delayed stack */
+  struct pz_page *delayed_next;     /* on heap->delayed */
 } __attribute__((aligned(64))) pz_page;
 #define PZ_XF_DELAYED ((uintptr_t)1)
+#define PZ_XF_COUNT_SHIFT 48
+#define PZ_XF_PTR(x) ((pz_block *)((x) & ((((uintptr_t)1) << PZ_XF_COUNT_SHIFT) - 2)))
+#define PZ_XF_COUNT(x) ((uint32_t)((x) >> PZ_XF_COUNT_SHIFT))
 
 typedef struct pz_chunk {
   uint32_t magic;
@@ -378,6 +387,7 @@ typedef struct pz_chunk {
   pz_page pages[PZ_SLICES];
 } pz_chunk;
 #define PZ_CHUNK_MAGIC 0x707a6368u
+_Static_assert(sizeof(pz_chunk) <= PZ_SLICE_SIZE, "the chunk header must fit in slice 0");
 
 struct pz_heap_stats {
   size_t malloc_calls, free_calls, calloc_calls, realloc_calls;

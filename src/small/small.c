@@ -210,12 +210,10 @@ static void page_collect(pz_page *pg) {
   uintptr_t x = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
   if (x & ~PZ_XF_DELAYED) {
     x = atomic_exchange_explicit(&pg->xfree, 0, memory_order_acquire);
-    pz_block *list = (pz_block *)(x & ~PZ_XF_DELAYED);
-    uint32_t n = 0;
-    for (pz_block *b = list; b; b = b->next) n++;
+    uint32_t n = PZ_XF_COUNT(x);
     pz_assert(n <= pg->used);
     pg->used -= n;
-    pg->free = list;
+    pg->free = PZ_XF_PTR(x);
     pg->free_is_zero = 0;
   }
 }
@@ -347,7 +345,7 @@ static PZ_COLD void confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
     for (pz_block *x = pg->local_free; x; x = x->next)
       if (x == b) pz_bad_pointer("double free", b);
     uintptr_t xf = atomic_load_explicit(&pg->xfree, memory_order_acquire);
-    for (pz_block *x = (pz_block *)(xf & ~PZ_XF_DELAYED); x; x = x->next)
+    for (pz_block *x = PZ_XF_PTR(xf); x; x = x->next)
       if (x == b) pz_bad_pointer("double free", b);
     return; /* the program stored our key: not a double free */
   }
@@ -367,8 +365,9 @@ static PZ_NOINLINE void free_remote(pz_heap *self, pz_page *pg, pz_block *b) {
                                                       memory_order_release, memory_order_relaxed));
       }
     }
-    b->next = (pz_block *)(old & ~PZ_XF_DELAYED);
-    if (atomic_compare_exchange_weak_explicit(&pg->xfree, &old, (uintptr_t)b,
+    b->next = PZ_XF_PTR(old);
+    uintptr_t next = ((uintptr_t)(PZ_XF_COUNT(old) + 1) << PZ_XF_COUNT_SHIFT) | (uintptr_t)b;
+    if (atomic_compare_exchange_weak_explicit(&pg->xfree, &old, next,
                                               memory_order_release, memory_order_relaxed))
       break;
   }
@@ -454,7 +453,7 @@ static void heap_collect(pz_heap *h) {
       if (pg->local_free || (atomic_load_explicit(&pg->xfree, memory_order_relaxed) & ~PZ_XF_DELAYED)) {
         /* merge both lists into local_free, counting remote blocks */
         uintptr_t x = atomic_exchange_explicit(&pg->xfree, 0, memory_order_acquire);
-        for (pz_block *b = (pz_block *)(x & ~PZ_XF_DELAYED); b;) {
+        for (pz_block *b = PZ_XF_PTR(x); b;) {
           pz_block *nb = b->next;
           b->next = pg->local_free;
           pg->local_free = b;
