@@ -24,8 +24,8 @@ ft=$builddir/bench/bench-first-touch
 if [ -x "$ft" ]; then
   echo
   echo "-- C: calloc 256 MiB, write every page, free (20 rounds)"
-  printf '%-8s ' glibc;   "$ft" $((256 << 20)) 20 0 | sed 's/^ok [^ ]* //'
-  printf '%-8s ' prezero; LD_PRELOAD=$lib "$ft" $((256 << 20)) 20 0 | sed 's/^ok [^ ]* //'
+  printf '%-8s ' glibc;   "$ft" size=256M rounds=20 mode=touch | sed 's/^ok [^ ]* //'
+  printf '%-8s ' prezero; LD_PRELOAD=$lib "$ft" size=256M rounds=20 mode=touch | sed 's/^ok [^ ]* //'
 fi
 echo
 echo "What prezero did for python3 (PREZERO_STATS=1):"

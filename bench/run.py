@@ -1,0 +1,716 @@
+#!/usr/bin/env python3
+"""Benchmark harness for prezero.
+
+Runs every workload under every allocator (glibc without preload, then
+jemalloc, tcmalloc_minimal, mimalloc and prezero through LD_PRELOAD),
+several times, interleaving the allocators within each repetition, and
+prints per-workload tables plus a summary.  Standard library only.
+
+    python3 bench/run.py --builddir build [--quick] [--reps N]
+                         [--only name,...] [--allocators name,...]
+                         [--prezero PATH] [--markdown out.md]
+
+See bench/README.md for what the workloads model and how to read the
+output.
+"""
+
+import argparse
+import math
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+LIBDIR = "/usr/lib/x86_64-linux-gnu"
+PEERS = ["glibc", "jemalloc", "tcmalloc", "mimalloc"]
+PEER_LIBS = {
+    "glibc": None,  # baseline: no preload
+    "jemalloc": LIBDIR + "/libjemalloc.so.2",
+    "tcmalloc": LIBDIR + "/libtcmalloc_minimal.so.4",
+    "mimalloc": LIBDIR + "/libmimalloc.so.2",
+}
+ALL_ALLOCATORS = PEERS + ["prezero"]
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+# ---------------------------------------------------------------------------
+# workload definitions
+# ---------------------------------------------------------------------------
+
+class Case:
+    """One program invocation measured under each allocator.
+
+    metric is "time" (process wall time is the result) or "ns_per_round"
+    (the program's own per-round median is the result; first-touch).
+    """
+
+    def __init__(self, workload, label, exe, args, metric="time",
+                 allocators=None, info=None):
+        self.workload = workload
+        self.label = label
+        self.exe = exe
+        self.args = args
+        self.metric = metric
+        self.allocators = allocators  # None: all
+        self.info = info or {}
+
+
+def size_label(n):
+    for unit, div in (("G", GIB), ("M", MIB), ("K", KIB)):
+        if n >= div and n % div == 0:
+            return "%d%s" % (n // div, unit)
+    return str(n)
+
+
+# Regular workloads: name -> (executable, default args, --quick args).
+# Default sizes aim at roughly 0.3-2 s per run under glibc on 2 cores.
+SIMPLE = [
+    ("churn", "bench-churn",
+     ["ops=20000000"], ["ops=8000000"]),
+    ("xthread", "bench-xthread",
+     ["threads=2", "items=4000000"], ["threads=2", "items=1600000"]),
+    ("larson", "bench-larson",
+     ["threads=4", "rounds=100000", "generations=50"],
+     ["threads=4", "rounds=60000", "generations=30"]),
+    ("xmalloc", "bench-xmalloc",
+     ["alloc=4", "free=4", "batches=15000"],
+     ["alloc=4", "free=4", "batches=8000"]),
+    ("mstress", "bench-mstress",
+     ["threads=4", "phases=10", "iters=250000"],
+     ["threads=4", "phases=6", "iters=150000"]),
+    ("cache-scratch", "bench-cache-scratch",
+     ["threads=2", "iters=2000", "reps=60000"],
+     ["threads=2", "iters=1000", "reps=60000"]),
+    ("cache-thrash", "bench-cache-thrash",
+     ["threads=2", "iters=2000", "reps=60000"],
+     ["threads=2", "iters=1000", "reps=60000"]),
+    ("realloc-growth", "bench-realloc-growth",
+     ["nbuf=96", "nbig=2", "bigmax=64M"],
+     ["nbuf=64", "nbig=2", "bigmax=32M"]),
+    ("large-loop", "bench-large-loop",
+     ["size=32M", "iters=60"], ["size=32M", "iters=25"]),
+    ("cxx-containers", "bench-cxx-containers",
+     ["n=20000", "rounds=20"], ["n=20000", "rounds=10"]),
+]
+
+# first-touch: (size, rounds) for default and quick runs.
+FT_SIZES = [(64 * KIB, 2000), (1 * MIB, 500), (16 * MIB, 60),
+            (256 * MIB, 6), (1 * GIB, 3)]
+FT_SIZES_QUICK = [(64 * KIB, 1000), (1 * MIB, 200), (16 * MIB, 30),
+                  (256 * MIB, 4)]
+FT_IDLE_MS = 20
+FT_IDLE_SIZES = [(16 * MIB, 10), (256 * MIB, 6)]
+FT_IDLE_SIZES_QUICK = [(16 * MIB, 8)]
+
+WORKLOAD_NAMES = [w[0] for w in SIMPLE] + ["first-touch"]
+
+
+def build_cases(quick):
+    cases = {}
+    for name, exe, dflt, qk in SIMPLE:
+        args = qk if quick else dflt
+        cases[name] = [Case(name, name, exe, list(args))]
+    ft = []
+    sizes = FT_SIZES_QUICK if quick else FT_SIZES
+    idle = FT_IDLE_SIZES_QUICK if quick else FT_IDLE_SIZES
+    for mode in ("touch", "full"):
+        for size, rounds in sizes:
+            ft.append(Case("first-touch", "%s %s" % (mode, size_label(size)),
+                           "bench-first-touch",
+                           ["size=%d" % size, "rounds=%d" % rounds,
+                            "mode=" + mode],
+                           metric="ns_per_round",
+                           info={"size": size, "mode": mode, "idle": 0}))
+    for size, rounds in idle:
+        ft.append(Case("first-touch", "touch %s idle=%dms"
+                       % (size_label(size), FT_IDLE_MS),
+                       "bench-first-touch",
+                       ["size=%d" % size, "rounds=%d" % rounds, "mode=touch",
+                        "idle=%d" % FT_IDLE_MS],
+                       metric="ns_per_round",
+                       info={"size": size, "mode": "touch", "idle": FT_IDLE_MS}))
+    # Warm-memset references: fill=zero (dirty block re-zeroed: reference
+    # for touch) and fill=pattern (non-zero byte: reference for full).  The
+    # memset does not involve the allocator, but the case runs in the same
+    # interleaved loop as the others (once per allocator and repetition) and
+    # all runs are pooled, so the reference sees the same machine noise as
+    # the measurements it is compared with.
+    for fill in ("zero", "pattern"):
+        for size, rounds in sizes:
+            ft.append(Case("first-touch", "memset-%s %s" % (fill, size_label(size)),
+                           "bench-first-touch",
+                           ["size=%d" % size, "rounds=%d" % max(rounds, 4),
+                            "mode=memset", "fill=" + fill],
+                           metric="ns_per_round",
+                           info={"size": size, "mode": "memset", "idle": 0,
+                                 "fill": fill}))
+    cases["first-touch"] = ft
+    return cases
+
+
+# ---------------------------------------------------------------------------
+# running one program
+# ---------------------------------------------------------------------------
+
+class Result:
+    def __init__(self):
+        self.ok = False
+        self.error = ""
+        self.wall = None      # seconds
+        self.cpu = None       # user+sys seconds
+        self.rss_kib = None   # peak RSS
+        self.checksum = None
+        self.fields = {}      # key=value pairs from the "ok" line
+
+
+def _read(path, limit=4000):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    return data[-limit:].decode("utf-8", "replace")
+
+
+def _wait_with_timeout(pid, timeout):
+    """os.wait4 on pid; kill its process group if it exceeds timeout."""
+    expired = []
+
+    def kill():
+        expired.append(True)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    timer = threading.Timer(timeout, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        while True:
+            try:
+                _, status, ru = os.wait4(pid, 0)
+                break
+            except InterruptedError:
+                continue
+    except BaseException:
+        kill()
+        try:
+            os.wait4(pid, 0)
+        except OSError:
+            pass
+        raise
+    finally:
+        timer.cancel()
+    return status, ru, bool(expired)
+
+
+def run_once(exe, args, preload, env, launcher, timeout, tmpdir):
+    res = Result()
+    out = os.path.join(tmpdir, "stdout")
+    err = os.path.join(tmpdir, "stderr")
+    rfile = os.path.join(tmpdir, "rusage")
+    for p in (out, err, rfile):
+        if os.path.exists(p):
+            os.unlink(p)
+    wflags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, out, wflags, 0o644),
+        (os.POSIX_SPAWN_OPEN, 2, err, wflags, 0o644),
+    ]
+    child_env = dict(env)
+    if launcher:
+        argv = [launcher, rfile, preload or "-", exe] + list(args)
+        path = launcher
+    else:
+        argv = [exe] + list(args)
+        path = exe
+        if preload:
+            child_env["LD_PRELOAD"] = preload
+    t0 = time.perf_counter()
+    pid = os.posix_spawn(path, argv, child_env, file_actions=actions,
+                         setsid=True)
+    status, ru, timed_out = _wait_with_timeout(pid, timeout)
+    t1 = time.perf_counter()
+    code = os.waitstatus_to_exitcode(status)
+
+    if launcher:
+        fields = {}
+        for tok in _read(rfile).split():
+            k, _, v = tok.partition("=")
+            fields[k] = v
+        if "wall_ns" in fields:
+            res.wall = int(fields["wall_ns"]) / 1e9
+            res.cpu = (int(fields["utime_us"]) + int(fields["stime_us"])) / 1e6
+            res.rss_kib = int(fields["maxrss_kib"])
+            st = fields.get("status", "")
+            if st.startswith("signal:"):
+                code = -int(st.split(":")[1])
+            elif st.startswith("exit:"):
+                code = int(st.split(":")[1])
+    else:
+        res.wall = t1 - t0
+        res.cpu = ru.ru_utime + ru.ru_stime
+        res.rss_kib = ru.ru_maxrss
+
+    stdout = _read(out)
+    stderr = _read(err).strip()
+    lines = [l for l in stdout.splitlines() if l.strip()]
+    if timed_out:
+        res.error = "timeout after %ds" % timeout
+    elif code != 0:
+        if code < 0:
+            try:
+                what = "killed by %s" % signal.Signals(-code).name
+            except ValueError:
+                what = "killed by signal %d" % -code
+        else:
+            what = "exit %d" % code
+        res.error = what + (": " + stderr.splitlines()[-1] if stderr else "")
+    elif not lines or not lines[-1].startswith("ok "):
+        res.error = "no 'ok' line in output"
+    elif res.wall is None:
+        res.error = "launcher did not report resource usage"
+    else:
+        toks = lines[-1].split()
+        res.checksum = toks[1] if len(toks) > 1 else ""
+        for tok in toks[2:]:
+            k, _, v = tok.partition("=")
+            res.fields[k] = v
+        res.ok = True
+    if not res.ok and stderr:
+        res.stderr_tail = stderr[-600:]
+    return res
+
+
+# ---------------------------------------------------------------------------
+# statistics and formatting
+# ---------------------------------------------------------------------------
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def geomean(xs):
+    xs = [x for x in xs if x is not None and x > 0]
+    if not xs:
+        return None
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def fmt_ratio(r):
+    return "-" if r is None else "%.2f" % r
+
+
+def fmt_time(s):
+    if s is None:
+        return "-"
+    return "%.3f" % s
+
+
+def fmt_ns(ns):
+    if ns is None:
+        return "-"
+    if ns >= 1e9:
+        return "%.2f s" % (ns / 1e9)
+    if ns >= 1e6:
+        return "%.2f ms" % (ns / 1e6)
+    if ns >= 1e3:
+        return "%.1f us" % (ns / 1e3)
+    return "%d ns" % ns
+
+
+def render_text(headers, rows, align=None):
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+    align = align or (["<"] + [">"] * (len(headers) - 1))
+    def line(cells):
+        return "  ".join(("{:%s%d}" % (a, w)).format(c)
+                         for c, w, a in zip(cells, widths, align)).rstrip()
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def render_md(headers, rows):
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    return "\n".join(out)
+
+
+class Report:
+    def __init__(self, md_path):
+        self.md_path = md_path
+        self.md = []
+
+    def text(self, s=""):
+        print(s, flush=True)
+
+    def table(self, title, headers, rows, note=None):
+        self.text("\n== %s ==" % title)
+        self.text(render_text(headers, rows))
+        if note:
+            self.text(note)
+        self.md.append("#### %s\n" % title)
+        self.md.append(render_md(headers, rows))
+        if note:
+            self.md.append("\n" + note)
+        self.md.append("")
+
+    def md_only(self, s):
+        self.md.append(s)
+
+    def write(self):
+        if self.md_path:
+            with open(self.md_path, "w") as f:
+                f.write("\n".join(self.md) + "\n")
+            print("\nmarkdown written to %s" % self.md_path)
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="Run the prezero benchmark suite against glibc, "
+                    "jemalloc, tcmalloc, mimalloc and prezero.")
+    ap.add_argument("--builddir", default="build",
+                    help="meson build directory containing bench/ "
+                         "(default: build)")
+    ap.add_argument("--prezero", default=None,
+                    help="path to libprezero.so "
+                         "(default: BUILDDIR/src/libprezero.so)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller parameters and 3 repetitions")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="repetitions per workload and allocator "
+                         "(default 5, --quick 3)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated workloads (%s)"
+                         % ",".join(WORKLOAD_NAMES))
+    ap.add_argument("--allocators", default=None,
+                    help="comma-separated subset of %s"
+                         % ",".join(ALL_ALLOCATORS))
+    ap.add_argument("--markdown", default=None, metavar="FILE",
+                    help="also write the tables as markdown to FILE")
+    ap.add_argument("--timeout", type=int, default=180,
+                    help="seconds before a single run is killed "
+                         "(default 180)")
+    ap.add_argument("--list", action="store_true",
+                    help="list workloads and their arguments, then exit")
+    opts = ap.parse_args()
+
+    reps = opts.reps if opts.reps is not None else (3 if opts.quick else 5)
+    if reps < 1:
+        ap.error("--reps must be at least 1")
+    all_cases = build_cases(opts.quick)
+
+    if opts.list:
+        for name in WORKLOAD_NAMES:
+            for c in all_cases[name]:
+                print("%-15s %-26s %s %s" % (name, c.label, c.exe,
+                                             " ".join(c.args)))
+        return 0
+
+    names = WORKLOAD_NAMES
+    if opts.only:
+        names = [n.strip() for n in opts.only.split(",") if n.strip()]
+        bad = [n for n in names if n not in all_cases]
+        if bad:
+            ap.error("unknown workload(s): %s (known: %s)"
+                     % (", ".join(bad), ", ".join(WORKLOAD_NAMES)))
+
+    wanted = ALL_ALLOCATORS
+    if opts.allocators:
+        wanted = [a.strip() for a in opts.allocators.split(",") if a.strip()]
+        bad = [a for a in wanted if a not in ALL_ALLOCATORS]
+        if bad:
+            ap.error("unknown allocator(s): %s" % ", ".join(bad))
+
+    builddir = os.path.abspath(opts.builddir)
+    benchdir = os.path.join(builddir, "bench")
+    libs = dict(PEER_LIBS)
+    libs["prezero"] = os.path.abspath(
+        opts.prezero or os.path.join(builddir, "src", "libprezero.so"))
+
+    allocators = []
+    for a in wanted:
+        lib = libs[a]
+        if lib is not None and not os.path.exists(lib):
+            print("note: skipping %s: %s not found" % (a, lib))
+            continue
+        allocators.append(a)
+    if not allocators:
+        print("error: no allocator available", file=sys.stderr)
+        return 2
+
+    launcher = os.path.join(benchdir, "bench-launch")
+    if not os.access(launcher, os.X_OK):
+        print("note: %s not found; measuring directly (peak RSS then "
+              "includes the harness's own RSS)" % launcher)
+        launcher = None
+
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    pz_env = sorted(k for k in env if k.startswith("PREZERO_"))
+
+    rep = Report(opts.markdown)
+    header = [
+        "prezero benchmark suite: %s, %d repetition(s)"
+        % ("quick" if opts.quick else "default", reps),
+        "machine: %s, %d CPUs, kernel %s, python %s"
+        % (platform.machine(), os.cpu_count() or 0, platform.release(),
+           platform.python_version()),
+        "allocators: " + ", ".join(
+            "%s (%s)" % (a, libs[a] or "no preload") for a in allocators),
+    ]
+    if pz_env:
+        header.append("environment: " + " ".join(
+            "%s=%s" % (k, env[k]) for k in pz_env))
+    for h in header:
+        rep.text(h)
+    rep.md_only("### Benchmark results\n")
+    rep.md_only("\n".join("- " + h for h in header) + "\n")
+
+    failures = []
+    summary_time = {}  # workload -> {alloc: median time}
+    summary_rss = {}
+    ft_results = {}    # case label -> {alloc: median ns}
+    ft_cases = []
+    t_start = time.time()
+
+    with tempfile.TemporaryDirectory(prefix="prezero-bench-") as tmpdir:
+        for name in names:
+            cases = all_cases[name]
+            for case in cases:
+                exe = os.path.join(benchdir, case.exe)
+                if not os.access(exe, os.X_OK):
+                    print("note: skipping %s: %s not built" % (case.label, exe))
+                    continue
+                allocs = [a for a in allocators
+                          if case.allocators is None or a in case.allocators]
+                if not allocs:
+                    continue
+                runs = {a: [] for a in allocs}
+                t_case = time.time()
+                sys.stdout.write("running %-28s" % case.label)
+                sys.stdout.flush()
+                for r in range(reps):
+                    # rotate the order so no allocator always runs first
+                    order = allocs[r % len(allocs):] + allocs[:r % len(allocs)]
+                    for a in order:
+                        res = run_once(exe, case.args, libs[a], env, launcher,
+                                       opts.timeout, tmpdir)
+                        runs[a].append(res)
+                        sys.stdout.write("." if res.ok else "F")
+                        sys.stdout.flush()
+                sys.stdout.write(" %.0f s\n" % (time.time() - t_case))
+
+                # checksums must agree across allocators and repetitions
+                sums = {}
+                for a in allocs:
+                    for res in runs[a]:
+                        if res.ok:
+                            sums[res.checksum] = sums.get(res.checksum, 0) + 1
+                if len(sums) > 1:
+                    ref = None
+                    glibc_sums = [x.checksum for x in runs.get("glibc", [])
+                                  if x.ok]
+                    ref = glibc_sums[0] if glibc_sums else max(sums, key=sums.get)
+                    for a in allocs:
+                        for res in runs[a]:
+                            if res.ok and res.checksum != ref:
+                                res.ok = False
+                                res.error = ("checksum %s differs from %s"
+                                             % (res.checksum, ref))
+                for a in allocs:
+                    bad_runs = [x for x in runs[a] if not x.ok]
+                    if bad_runs:
+                        msg = "%s under %s: %d/%d runs failed: %s" % (
+                            case.label, a, len(bad_runs), len(runs[a]),
+                            bad_runs[0].error)
+                        failures.append(msg)
+                        print("FAIL: " + msg)
+                        tail = getattr(bad_runs[0], "stderr_tail", "")
+                        if tail:
+                            print("      stderr: " + tail.replace(
+                                "\n", "\n      "))
+
+                if case.metric == "ns_per_round":
+                    ft_cases.append(case)
+                    ft_results[case.label] = {}
+                    if case.info["mode"] == "memset":
+                        pooled = [int(x.fields["ns_per_round"])
+                                  for a in allocs for x in runs[a] if x.ok]
+                        if pooled:
+                            ft_results[case.label]["ref"] = median(pooled)
+                        continue
+                    for a in allocs:
+                        good = [x for x in runs[a] if x.ok]
+                        if good and len(good) == len(runs[a]):
+                            ft_results[case.label][a] = median(
+                                [int(x.fields["ns_per_round"]) for x in good])
+                    continue
+
+                # ---- regular workload table ----
+                med = {}
+                rows = []
+                stats = {}
+                for a in allocs:
+                    good = [x for x in runs[a] if x.ok]
+                    if not good or len(good) != len(runs[a]):
+                        continue
+                    walls = [x.wall for x in good]
+                    stats[a] = (median(walls), median([x.cpu for x in good]),
+                                median([x.rss_kib for x in good]),
+                                min(walls), max(walls))
+                    med[a] = stats[a][0]
+                peer_t = {a: med[a] for a in PEERS if a in med}
+                best_peer = min(peer_t, key=peer_t.get) if peer_t else None
+                for a in allocs:
+                    if a not in stats:
+                        rows.append([a, "FAIL", "", "", "", "", ""])
+                        continue
+                    t, cpu, rss, lo, hi = stats[a]
+                    spread = 100.0 * (hi - lo) / t if t > 0 else 0.0
+                    vs_glibc = t / med["glibc"] if "glibc" in med else None
+                    vs_best = t / med[best_peer] if best_peer else None
+                    rows.append([a + (" *" if a == best_peer else ""),
+                                 fmt_time(t), "%.0f%%" % spread,
+                                 fmt_time(cpu), "%.1f" % (rss / 1024.0),
+                                 fmt_ratio(vs_glibc), fmt_ratio(vs_best)])
+                summary_time[name] = med
+                summary_rss[name] = {a: stats[a][2] for a in stats}
+                rep.table("%s (%s)" % (name, " ".join(case.args)),
+                          ["allocator", "time s", "spread", "cpu s",
+                           "peak RSS MiB", "x glibc", "x best peer"], rows,
+                          note=("median of %d runs; spread = (max-min)/median;"
+                                " * = best peer (%s)" % (reps, best_peer))
+                          if best_peer else None)
+
+        if ft_cases:
+            report_first_touch(rep, ft_cases, ft_results, allocators, reps)
+
+    report_summary(rep, summary_time, summary_rss, ft_cases, ft_results,
+                   allocators)
+    rep.text("\ntotal harness time: %.0f s" % (time.time() - t_start))
+    if failures:
+        rep.text("\n%d FAILURE(S):" % len(failures))
+        for f in failures:
+            rep.text("  " + f)
+        rep.md_only("\n**Failures:**\n\n" + "\n".join("- " + f for f in failures))
+    rep.write()
+    return 1 if failures else 0
+
+
+def report_first_touch(rep, cases, results, allocators, reps):
+    ref = {}  # (fill, size) -> ns
+    for c in cases:
+        if c.info["mode"] == "memset":
+            ref[(c.info["fill"], c.info["size"])] = results[c.label].get("ref")
+    allocs = list(allocators)
+    rows_ns = []
+    for mode, fill in (("touch", "zero"), ("full", "pattern")):
+        rows = []
+        for c in cases:
+            if c.info["mode"] != mode:
+                continue
+            size = c.info["size"]
+            r = ref.get((fill, size))
+            row = [c.label, ("%.1f" % (size / r * 1e9 / GIB)) if r else "-"]
+            row_ns = [c.label, fmt_ns(r)]
+            for a in allocs:
+                ns = results[c.label].get(a)
+                if ns is None:
+                    row.append("FAIL")
+                    row_ns.append("FAIL")
+                    continue
+                gibs = size / ns * 1e9 / GIB if ns > 0 else float("inf")
+                ratio = (" (%.2fx)" % (ns / r)) if r else ""
+                row.append("%.1f%s" % (gibs, ratio))
+                row_ns.append(fmt_ns(ns))
+            rows.append(row)
+            rows_ns.append(row_ns)
+        if not rows:
+            continue
+        if mode == "touch":
+            title = ("first-touch, calloc + write 1 byte per 4 KiB page: GiB/s "
+                     "(x = time / warm memset(0) of a dirty block)")
+            refcol = "memset(0) GiB/s"
+        else:
+            title = ("first-touch, calloc + memset whole block: GiB/s "
+                     "(x = time / warm memset of a non-zero byte)")
+            refcol = "memset(v) GiB/s"
+        rep.table(title, ["case", refcol] + allocs, rows,
+                  note=("GiB/s = size / median time per round (calloc + "
+                        "writes, free excluded); median over rounds within a "
+                        "run, then over %d runs; higher GiB/s and lower x "
+                        "are better" % reps))
+    rep.table("first-touch: median time per round (reference = warm memset "
+              "as above)", ["case", "reference"] + allocs, rows_ns)
+
+
+def report_summary(rep, summary_time, summary_rss, ft_cases, ft_results,
+                   allocators):
+    rows = []
+    workloads = list(summary_time)
+    for a in allocators:
+        tr = [summary_time[w][a] / summary_time[w]["glibc"] for w in workloads
+              if a in summary_time[w] and "glibc" in summary_time[w]]
+        rr = [summary_rss[w][a] / summary_rss[w]["glibc"] for w in workloads
+              if a in summary_rss[w] and "glibc" in summary_rss[w]]
+        bp = []
+        for w in workloads:
+            peers = [summary_time[w][p] for p in PEERS if p in summary_time[w]]
+            if a in summary_time[w] and peers:
+                bp.append(summary_time[w][a] / min(peers))
+        ft = []
+        for c in ft_cases:
+            if c.info["mode"] == "memset":
+                continue
+            r = ft_results.get(c.label, {})
+            if a in r and "glibc" in r and r["glibc"]:
+                ft.append(r[a] / r["glibc"])
+        g_ft = geomean(ft)
+        rows.append([a, fmt_ratio(geomean(tr)), fmt_ratio(geomean(rr)),
+                     fmt_ratio(geomean(bp)), fmt_ratio(g_ft),
+                     "%d" % len(tr)])
+    rep.table("summary (geometric means; < 1 is better)",
+              ["allocator", "time x glibc", "peak RSS x glibc",
+               "time x best peer", "first-touch x glibc", "workloads"], rows,
+              note="time ratios use the median wall time per workload; "
+                   "first-touch ratios use the median ns per round of each "
+                   "touch/full case; best peer = fastest of %s per workload"
+                   % "/".join(PEERS))
+
+    if "prezero" in allocators and workloads:
+        rows = []
+        for w in workloads:
+            t = summary_time[w]
+            peers = {p: t[p] for p in PEERS if p in t}
+            if "prezero" not in t or not peers:
+                continue
+            best = min(peers, key=peers.get)
+            rows.append([w, fmt_time(t["prezero"]), "%s %s"
+                         % (best, fmt_time(peers[best])),
+                         fmt_ratio(t["prezero"] / peers[best])])
+        if rows:
+            rep.table("prezero vs best peer", ["workload", "prezero s",
+                                               "best peer s", "ratio"], rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
