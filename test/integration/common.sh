@@ -15,7 +15,6 @@
 # Any PREZERO_* variables in the environment reach the preloaded runs
 # unchanged (they are also seen by the reference runs, which ignore them).
 
-PZ_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PZ_NAME="$(basename "${BASH_SOURCE[1]:-$0}" .sh)"
 
 # ---- reporting -------------------------------------------------------------
@@ -90,7 +89,7 @@ pz_cleanup() {
 trap pz_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-cd "$PZ_WORK"
+cd "$PZ_WORK" || pz_fail "cannot enter $PZ_WORK"
 
 # ---- running programs -------------------------------------------------------
 

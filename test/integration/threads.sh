@@ -20,10 +20,12 @@ cat >stress.c <<'EOF'
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -115,6 +117,27 @@ static int fetch(struct block *b) {
   return ok;
 }
 
+static void fail_msg(const char *fmt, ...) {
+  va_list ap;
+  pthread_mutex_lock(&report_lock);
+  if (errors < 20) {
+    fputs("ERROR: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+  }
+  errors++;
+  pthread_mutex_unlock(&report_lock);
+}
+
+static void fail_align(const char *what, void *p, size_t size, size_t align) {
+  pthread_mutex_lock(&report_lock);
+  if (errors < 20) fprintf(stderr, "ERROR: %s (ptr %p size %zu alignment %zu)\n", what, p, size, align);
+  errors++;
+  pthread_mutex_unlock(&report_lock);
+}
+
 static void check_and_free(struct block b) {
   if (!check(b.p, b.size, b.seed)) fail("pattern damaged", b.p, b.size, b.seed);
   free(b.p);
@@ -161,19 +184,19 @@ static void *worker(void *arg) {
         size_t align = (size_t)16 << (xs(&rng) % 9);    /* 16 .. 4096 */
         void *q = NULL;
         int rc = posix_memalign(&q, align, size);
-        if (rc) { fail("posix_memalign failed", NULL, size, align); continue; }
+        if (rc) { fail_align("posix_memalign failed", NULL, size, align); continue; }
         p = q;
-        if ((uintptr_t)p % align) fail("posix_memalign misaligned", p, size, align);
+        if ((uintptr_t)p % align) fail_align("posix_memalign misaligned", p, size, align);
       } else if (kind < 33) {
         size_t align = (size_t)8 << (xs(&rng) % 10);
         size_t asize = (size + align - 1) / align * align;
         p = aligned_alloc(align, asize);
-        if (p && (uintptr_t)p % align) fail("aligned_alloc misaligned", p, asize, align);
+        if (p && (uintptr_t)p % align) fail_align("aligned_alloc misaligned", p, asize, align);
         size = asize;
       } else if (kind < 35) {
         size_t align = (size_t)64 << (xs(&rng) % 6);
         p = memalign(align, size);
-        if (p && (uintptr_t)p % align) fail("memalign misaligned", p, size, align);
+        if (p && (uintptr_t)p % align) fail_align("memalign misaligned", p, size, align);
       } else {
         p = malloc(size);
       }
@@ -229,7 +252,7 @@ static void *short_lived(void *arg) {
 static void fork_children(int count) {
   for (int i = 0; i < count; i++) {
     pid_t pid = fork();
-    if (pid < 0) { fail("fork failed", NULL, 0, errno); return; }
+    if (pid < 0) { fail_msg("fork failed: %s", strerror(errno)); return; }
     if (pid == 0) {
       alarm(10);                              /* a deadlock shows as SIGALRM */
       int bad = 0;
@@ -245,10 +268,13 @@ static void fork_children(int count) {
       _exit(bad ? 3 : 0);
     }
     int st;
-    if (waitpid(pid, &st, 0) != pid) { fail("waitpid failed", NULL, 0, errno); continue; }
+    if (waitpid(pid, &st, 0) != pid) { fail_msg("waitpid failed: %s", strerror(errno)); continue; }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      fail(WIFSIGNALED(st) ? "forked child killed by a signal (SIGALRM = hung)" : "forked child found bad memory",
-           NULL, 0, WIFSIGNALED(st) ? (uint64_t)WTERMSIG(st) : (uint64_t)WEXITSTATUS(st));
+      if (WIFSIGNALED(st))
+        fail_msg("child forked from a multi-threaded process killed by signal %d%s", WTERMSIG(st),
+                 WTERMSIG(st) == SIGALRM ? " (SIGALRM: it hung for 10 s, deadlock in malloc after fork?)" : "");
+      else
+        fail_msg("child forked from a multi-threaded process exited %d (3: bad memory)", WEXITSTATUS(st));
       return;                                 /* one is enough (a hang costs 10 s) */
     }
   }
