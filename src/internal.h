@@ -207,6 +207,8 @@ static inline long long pz_opt(enum pz_opt o) { return pz_opts[o]; }
  *   USED/TAIL --free--> DIRTY
  *   UNTOUCHED/READY/DIRTY --claim--> BUSY   (a worker or trim works on it)
  *   BUSY --zeroed--> READY   BUSY --discard--> UNTOUCHED   BUSY --unclaim--> DIRTY
+ *   BUSY --take--> TAKEN      (an allocation wants it; the worker finishes
+ *                              it and hands it over: TAKEN --zeroed--> TAIL)
  *   DIRTY --discard--> UNTOUCHED            (freed past the pool maximum)
  *
  * UNTOUCHED: never faulted (or given back): reads zero, costs a fault.
@@ -219,9 +221,10 @@ enum pz_chunk_state {
   PZ_CS_USED,
   PZ_CS_TAIL,
   PZ_CS_BUSY,
+  PZ_CS_TAKEN,
   PZ_CS__COUNT
 };
-enum pz_chunk_event { PZ_CE_ALLOC, PZ_CE_FREE, PZ_CE_CLAIM, PZ_CE_ZEROED, PZ_CE_DISCARD, PZ_CE_UNCLAIM };
+enum pz_chunk_event { PZ_CE_ALLOC, PZ_CE_FREE, PZ_CE_CLAIM, PZ_CE_ZEROED, PZ_CE_DISCARD, PZ_CE_UNCLAIM, PZ_CE_TAKE };
 /* Returns the next state, or -1 for a transition that must not happen. */
 PZ_HIDDEN int pz_chunk_next_state(enum pz_chunk_state s, enum pz_chunk_event e);
 
@@ -314,6 +317,7 @@ PZ_HIDDEN void pz_pool_complete(unsigned node, const struct pz_claim *claims, si
 /* Keep `bytes` ready on the caller's node (0 clears); waits until it is.
  * Returns 0 or ENOMEM. */
 PZ_HIDDEN int pz_chunk_reserve(size_t bytes);
+PZ_HIDDEN void pz_pool_prepare(void); /* PREZERO_POOL_MIN at start: background */
 
 /* ==================================================================== pool/worker.c
  * Background workers, one or more per node: pre-zero dirty chunks and

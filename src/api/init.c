@@ -87,6 +87,7 @@ __attribute__((constructor)) static void pz_constructor(void) {
            pz_kernel.populate_write ? "yes" : "no (touching pages)", pz_zero_method_name());
     pz_options_print();
   }
+  pz_pool_prepare();
   if (pz_opt(PZ_OPT_RESERVE) && pz_chunk_reserve((size_t)pz_opt(PZ_OPT_RESERVE)) != 0)
     pz_warn("PREZERO_RESERVE: could not prepare %lld bytes", pz_opt(PZ_OPT_RESERVE));
 }

@@ -36,9 +36,11 @@ int pz_chunk_next_state(enum pz_chunk_state s, enum pz_chunk_event e) {
   case PZ_CE_ALLOC: return free_state ? PZ_CS_USED : -1;
   case PZ_CE_FREE: return (s == PZ_CS_USED || s == PZ_CS_TAIL) ? PZ_CS_DIRTY : -1;
   case PZ_CE_CLAIM: return free_state ? PZ_CS_BUSY : -1;
-  case PZ_CE_ZEROED: return s == PZ_CS_BUSY ? PZ_CS_READY : -1;
+  case PZ_CE_ZEROED: return s == PZ_CS_BUSY ? PZ_CS_READY : s == PZ_CS_TAKEN ? PZ_CS_TAIL : -1;
   case PZ_CE_DISCARD: return (s == PZ_CS_BUSY || s == PZ_CS_DIRTY) ? PZ_CS_UNTOUCHED : -1;
-  case PZ_CE_UNCLAIM: return s == PZ_CS_BUSY ? PZ_CS_DIRTY : -1;
+  /* a failed populate leaves the chunk untouched (zero): a taken one is handed over all the same */
+  case PZ_CE_UNCLAIM: return s == PZ_CS_BUSY ? PZ_CS_DIRTY : s == PZ_CS_TAKEN ? PZ_CS_TAIL : -1;
+  case PZ_CE_TAKE: return s == PZ_CS_BUSY ? PZ_CS_TAKEN : -1;
   }
   return -1;
 }
@@ -193,17 +195,29 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
  * 1.4-2.8 s/GiB when the host reclaimed it. So a dirty chunk zeroed inline
  * beats an untouched one even for calloc; READY (zeroed in the background)
  * beats both. malloc takes dirty first, saving READY chunks for calloc. */
-static int score(uint8_t s, bool want_zero) {
-  if (want_zero) return s == PZ_CS_READY ? 2 : s == PZ_CS_DIRTY ? 1 : 0;
+enum { SCORE_MALLOC = 0, SCORE_ZERO = 1, SCORE_KEEP_READY = 2 };
+static int score(uint8_t s, int mode) {
+  if (mode == SCORE_ZERO) return s == PZ_CS_READY ? 2 : s == PZ_CS_DIRTY ? 1 : 0;
+  if (mode == SCORE_KEEP_READY) /* ready memory is promised (reserve): leave it */
+    return s == PZ_CS_DIRTY ? 2 : s == PZ_CS_UNTOUCHED ? 1 : 0;
   return s == PZ_CS_DIRTY ? 2 : s == PZ_CS_READY ? 1 : 0;
 }
 
 /* Best run of n free chunks in r, aligned; returns start index or -1. */
+static long find_run_busy(struct pz_region *r, size_t n, size_t align, int want_zero,
+                          int *best_score, bool busy_ok);
 static long find_run(struct pz_region *r, size_t n, size_t align, bool want_zero, int *best_score) {
+  return find_run_busy(r, n, align, want_zero, best_score, false);
+}
+
+/* busy_ok: chunks a worker holds count as free (score 0): the allocation
+ * takes them over and waits only for the batch in flight. */
+static long find_run_busy(struct pz_region *r, size_t n, size_t align, int want_zero,
+                          int *best_score, bool busy_ok) {
   long best = -1;
   int bscore = -1;
   size_t step = align > PZ_CHUNK_SIZE ? align >> PZ_CHUNK_SHIFT : 1;
-  if (n == 1 && step == 1) {
+  if (n == 1 && step == 1 && !busy_ok) {
     for (size_t i = 0; i < r->nchunks; i++) {
       if (!is_free_state(r->state[i])) {
         i += r->runlen[i] ? r->runlen[i] - 1 : 0; /* skip a run by its head */
@@ -222,7 +236,7 @@ static long find_run(struct pz_region *r, size_t n, size_t align, bool want_zero
   /* sliding window: free chunks and their score over [i-n+1, i] */
   size_t nfree = 0, total = 0;
   for (size_t i = 0; i < r->nchunks; i++) {
-    if (is_free_state(r->state[i])) {
+    if (is_free_state(r->state[i]) || (busy_ok && r->state[i] == PZ_CS_BUSY)) {
       nfree++;
       total += (size_t)score(r->state[i], want_zero);
     } else {
@@ -230,7 +244,7 @@ static long find_run(struct pz_region *r, size_t n, size_t align, bool want_zero
       continue;
     }
     if (nfree > n) {
-      total -= (size_t)score(r->state[i - n], want_zero);
+      total -= (size_t)score(r->state[i - n], want_zero); /* BUSY scores 0 */
       nfree = n;
     }
     if (nfree == n) {
@@ -276,9 +290,11 @@ static bool thp_on(void) {
 void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, bool *zero_out,
                      size_t *zeroed_out) {
   if (n == 0 || n > (PZ_MAX_ALLOC >> PZ_CHUNK_SHIFT)) return NULL;
-  bool want_zero = flags & PZ_CA_PREFER_ZERO;
   struct pz_node_pool *np = current_pool();
   pthread_mutex_lock(&np->lock);
+  int want_zero = (flags & PZ_CA_PREFER_ZERO) ? SCORE_ZERO : SCORE_MALLOC;
+  if (kind == PZ_MK_SMALL && np->count[PZ_CS_READY] <= min_ready_chunks(np) && min_ready_chunks(np))
+    want_zero = SCORE_KEEP_READY;
   struct pz_region *r = NULL;
   long best_i = -1;
   for (int tries = 0;; tries++) {
@@ -287,11 +303,12 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
       if (q->nfree < n) continue;
       int s;
       long i = find_run(q, n, align, want_zero, &s);
-      if (i >= 0 && s > best_s) {
+      /* best fit among equals: the fullest region, so that small requests
+       * do not break up the long free runs large ones need */
+      if (i >= 0 && (s > best_s || (s == best_s && q->nfree < r->nfree))) {
         best_s = s;
         best_i = i;
         r = q;
-        if (s == 4) break;
       }
     }
     /* Workers hold some chunks for a moment: wait for them rather than
@@ -302,6 +319,16 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
       break;
     np->st.busy_waits++;
     pthread_cond_wait(&np->done, &np->lock);
+  }
+  bool take_busy = false;
+  if (!r && np->count[PZ_CS_BUSY]) { /* a run through chunks the workers hold? */
+    int best_s = -1;
+    for (struct pz_region *q = np->regions; q; q = q->next) {
+      int s;
+      long i = q->nfree + np->count[PZ_CS_BUSY] >= n ? find_run_busy(q, n, align, want_zero, &s, true) : -1;
+      if (i >= 0 && s > best_s) best_s = s, best_i = i, r = q;
+    }
+    take_busy = r != NULL;
   }
   if (!r) {
     r = region_create(np, n, align);
@@ -319,6 +346,11 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     uint8_t s = r->state[i];
     ready += s == PZ_CS_READY;
     untouched += s == PZ_CS_UNTOUCHED;
+    if (s == PZ_CS_BUSY) { /* the worker finishes it (zero) and hands it over */
+      transition(np, r, i, PZ_CE_TAKE);
+      ready++;
+      continue;
+    }
     if (!is_zero_state(s)) {
       if (nranges && ranges[nranges - 1][1] == k) ranges[nranges - 1][1] = k + 1;
       else if (nranges < ZERO_RANGES) {
@@ -328,6 +360,12 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     }
     transition(np, r, i, PZ_CE_ALLOC);
     if (k) set_state(np, r, i, PZ_CS_TAIL);
+  }
+  if (take_busy) {
+    np->st.busy_waits++;
+    for (size_t k = 0; k < n; k++)
+      while (r->state[(size_t)best_i + k] == PZ_CS_TAKEN) pthread_cond_wait(&np->done, &np->lock);
+    set_state(np, r, (size_t)best_i, PZ_CS_USED); /* the head may have been handed over as TAIL */
   }
   r->runlen[best_i] = (uint32_t)n;
   int huge_advice = 0; /* 1: MADV_NOHUGEPAGE, 2: MADV_HUGEPAGE, after unlocking */
@@ -475,20 +513,50 @@ bool pz_chunk_grow(void *base, size_t n) {
 static size_t claim(struct pz_node_pool *np, enum pz_chunk_state s, size_t max, struct pz_claim *claims,
                     size_t nclaims) {
   size_t got = 0, nr = 0;
-  for (struct pz_region *r = np->regions; r && got < max && nr < nclaims; r = r->next) {
-    for (size_t i = 0; i < r->nchunks && got < max && nr < nclaims; i++) {
-      if (r->state[i] != s) continue;
-      size_t n = 0;
-      while (i + n < r->nchunks && r->state[i + n] == s && got + n < max) {
-        transition(np, r, i + n, PZ_CE_CLAIM);
-        n++;
+  /* Pre-faulting goes to the region with the most free chunks first, in
+   * address order: a reserve then ends up as one contiguous ready run that
+   * a large calloc can take whole. */
+  struct pz_region *first = NULL;
+  if (s == PZ_CS_UNTOUCHED)
+    for (struct pz_region *r = np->regions; r; r = r->next)
+      if (!first || r->nfree > first->nfree) first = r;
+  for (int pass = 0; pass < 2; pass++) {
+    for (struct pz_region *r = pass ? np->regions : first; r && got < max && nr < nclaims;
+         r = pass ? r->next : NULL) {
+      if (pass && r == first) continue;
+      for (size_t i = 0; i < r->nchunks && got < max && nr < nclaims; i++) {
+        if (r->state[i] != s) continue;
+        size_t n = 0;
+        while (i + n < r->nchunks && r->state[i + n] == s && got + n < max) {
+          transition(np, r, i + n, PZ_CE_CLAIM);
+          n++;
+        }
+        claims[nr++] = (struct pz_claim){r, i, n, s};
+        got += n;
+        i += n;
       }
-      claims[nr++] = (struct pz_claim){r, i, n, s};
-      got += n;
-      i += n;
     }
   }
   return nr;
+}
+
+/* PREZERO_POOL_MIN: make room for it as one run and let the workers fill it
+ * in the background (the program goes on). */
+void pz_pool_prepare(void) {
+  size_t want = (size_t)pz_opt(PZ_OPT_POOL_MIN) >> PZ_CHUNK_SHIFT;
+  if (!want || !pz_opt(PZ_OPT_ZERO)) return;
+  struct pz_node_pool *np = current_pool();
+  pthread_mutex_lock(&np->lock);
+  bool fits = false;
+  for (struct pz_region *r = np->regions; r && !fits; r = r->next) {
+    int sc;
+    fits = r->nfree >= want && find_run(r, want, 0, true, &sc) >= 0;
+  }
+  /* with room to spare: the program's own small chunks must not break the run */
+  if (!fits) region_create(np, want + want / 16 + 8, 0);
+  wake_worker(np);
+  pthread_mutex_unlock(&np->lock);
+  pz_workers_start(np->node);
 }
 
 size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, bool wait) {
@@ -652,6 +720,6 @@ void pz_pool_postfork(bool child) {
     atomic_store(&np->workers, 0);
     for (struct pz_region *r = np->regions; r; r = r->next)
       for (size_t i = 0; i < r->nchunks; i++)
-        if (r->state[i] == PZ_CS_BUSY) transition(np, r, i, PZ_CE_UNCLAIM);
+        if (r->state[i] == PZ_CS_BUSY || r->state[i] == PZ_CS_TAKEN) transition(np, r, i, PZ_CE_UNCLAIM);
   }
 }

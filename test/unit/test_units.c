@@ -117,6 +117,14 @@ static void chunk_state_machine(void **state) {
     assert_int_equal(pz_chunk_next_state(in_use[i], PZ_CE_ZEROED), -1);
     assert_int_equal(pz_chunk_next_state(in_use[i], PZ_CE_DISCARD), -1);
   }
+  /* an allocation takes over a chunk a worker holds; the worker hands it over */
+  assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_TAKE), PZ_CS_TAKEN);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_TAKEN, PZ_CE_ZEROED), PZ_CS_TAIL);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_TAKEN, PZ_CE_UNCLAIM), PZ_CS_TAIL);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_TAKEN, PZ_CE_ALLOC), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_TAKEN, PZ_CE_CLAIM), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_TAKE), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_USED, PZ_CE_TAKE), -1);
   /* a chunk a worker holds is not handed out or freed */
   assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_ALLOC), -1);
   assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_FREE), -1);
