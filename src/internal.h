@@ -271,6 +271,8 @@ struct pz_node_pool {
   size_t reserve;         /* chunks prezero_reserve() asked to keep ready */
   size_t small_chunks;    /* chunks in use by thread heaps */
   unsigned node, sleeping;
+  bool forked;            /* child after fork: inherited dirty chunks are shared copy-on-write */
+  _Atomic int fork_defer; /* child after fork: chunk frees before workers may start */
   _Atomic int workers;    /* started (0 after fork: restarted lazily) */
   struct pz_node_stats st;
 } __attribute__((aligned(64)));
@@ -285,6 +287,7 @@ struct pz_claim {
   struct pz_region *region;
   size_t start, n;
   enum pz_chunk_state from; /* DIRTY: zero it; UNTOUCHED: populate it */
+  bool discard;             /* give it back instead (a forked child's inherited chunks) */
 };
 /* Allocate a run of `n` chunks aligned to `align` bytes (a power of two;
  * 0 = chunk alignment). Flags: PZ_CA_PREFER_ZERO picks chunks that read
@@ -310,8 +313,9 @@ PZ_HIDDEN void pz_chunk_stats(struct pz_pool_stats *out);
 PZ_HIDDEN void pz_pool_init(void);
 PZ_HIDDEN void pz_pool_prefork(void);
 PZ_HIDDEN void pz_pool_postfork(bool child);
-/* Workers: claim a batch of work (blocking while there is none if `wait`),
- * and hand it back done (ok[i]: the range is zero now) or not. */
+/* Workers: claim a batch of work (blocking while there is none if `wait`;
+ * SIZE_MAX when a waiting worker should exit, idle), and hand it back done
+ * (ok[i]: the range is zero now) or not. */
 PZ_HIDDEN size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, bool wait);
 PZ_HIDDEN void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, const bool *ok);
 /* Keep `bytes` ready on the caller's node (0 clears); waits until it is.
@@ -322,7 +326,7 @@ PZ_HIDDEN void pz_pool_prepare(void); /* PREZERO_POOL_MIN at start: background *
 /* ==================================================================== pool/worker.c
  * Background workers, one or more per node: pre-zero dirty chunks and
  * pre-fault untouched ones, between the watermarks. */
-enum pz_plan_what { PZ_PLAN_IDLE, PZ_PLAN_ZERO, PZ_PLAN_POPULATE };
+enum pz_plan_what { PZ_PLAN_IDLE, PZ_PLAN_ZERO, PZ_PLAN_POPULATE, PZ_PLAN_DISCARD };
 struct pz_plan { enum pz_plan_what what; size_t n; };
 /* All counts in chunks. Pure: the watermark logic, unit-tested. */
 PZ_HIDDEN struct pz_plan pz_worker_plan(size_t ready, size_t dirty, size_t untouched,

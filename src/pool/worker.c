@@ -5,10 +5,11 @@
  * Contract:
  *   - A worker touches only chunks it has claimed (BUSY): never memory that
  *     has been handed out, never memory someone else is changing.
- *   - Idle workers block on the node's condition variable: an idle process
- *     spends no CPU on them. They are detached and never keep the process
- *     alive; at exit they simply stop with it.
- *   - They run at SCHED_IDLE (nice 19 where refused), pinned to their node's
+ *   - Idle workers block on the node's condition variable (an idle process
+ *     spends no CPU on them) and exit after a second without work; they are
+ *     restarted on the next work. Detached: they never keep the process
+ *     alive; at exit they stop with it.
+ *   - They run at nice 19 (see worker_main for why not SCHED_IDLE), pinned to their node's
  *     CPUs within the process's own CPU set, in the process's cgroup (so
  *     their work is charged to the program), optionally rate-limited
  *     (PREZERO_ZERO_RATE).
@@ -51,19 +52,26 @@ static void *worker_main(void *arg) {
   unsigned node = (unsigned)(uintptr_t)arg;
   struct pz_node_pool *np = &pz_nodes[node];
   pz_os_pin_node(node);
-  struct sched_param sp = {0};
-  if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
-    setpriority(PRIO_PROCESS, (id_t)pz_os_gettid(), 19);
+  /* nice 19, not SCHED_IDLE. A process cannot finish exiting until every
+   * thread has run once more to die, and a starved low-priority thread can
+   * wait long for that on a busy machine (measured: forked children of a
+   * busy parent took 20-30 s each to exit with SCHED_IDLE workers, ~0.13 s
+   * at nice 19, ~0.02 s at nice 0). Hence also: idle workers exit, and a
+   * forked child starts none until it has real work (pool/chunk.c). */
+  setpriority(PRIO_PROCESS, (id_t)pz_os_gettid(), 19);
   struct pz_claim c[16];
   bool ok[16];
   for (;;) {
     size_t n = pz_pool_claim(node, c, 16, true);
+    if (n == SIZE_MAX) return NULL; /* idle for a while: this worker has left the pool */
     uint64_t cpu0 = thread_cpu_ns(), wall0 = pz_os_now_ns();
     size_t bytes = 0;
     for (size_t k = 0; k < n; k++) {
       char *p = c[k].region->base + (c[k].start << PZ_CHUNK_SHIFT);
       size_t len = c[k].n << PZ_CHUNK_SHIFT;
-      if (c[k].from == PZ_CS_DIRTY) {
+      if (c[k].discard) {
+        ok[k] = pz_os_discard(p, len) == 0;
+      } else if (c[k].from == PZ_CS_DIRTY) {
         pz_zero(p, len);
         ok[k] = true;
       } else {
@@ -91,6 +99,10 @@ bool pz_workers_start(unsigned node) {
   int w = atomic_load_explicit(&np->workers, memory_order_acquire);
   if (PZ_LIKELY(w != 0)) return w > 0 || w == -1; /* running, or being started */
   if (!pz_opt(PZ_OPT_ZERO)) return false;
+  if (atomic_load(&np->fork_defer) > 0) { /* a forked child: only once it has work of its own */
+    atomic_fetch_sub(&np->fork_defer, 1);
+    return false;
+  }
   int expect = 0;
   if (!atomic_compare_exchange_strong(&np->workers, &expect, -1)) return true;
   sigset_t all, old;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "prezero.h"
@@ -98,6 +99,17 @@ int main(int argc, char **argv) {
   int workers_expected = !(z && !strcmp(z, "0")) && !(mx && !strcmp(mx, "0"));
   if (workers_expected && st.worker_zeroed_bytes == 0) fail("workers zeroed nothing", NULL, 0);
   if (!workers_expected && st.worker_zeroed_bytes != 0) fail("workers ran although off", NULL, 0);
+  /* idle: the workers stop using CPU at once and leave after a second */
+  struct rusage r0, r1;
+  getrusage(RUSAGE_SELF, &r0);
+  sleep(2);
+  getrusage(RUSAGE_SELF, &r1);
+  long idle_us = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) * 1000000L + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) +
+                 (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1000000L + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+  struct prezero_stats idle;
+  prezero_stats_get(&idle);
+  if (idle.workers != 0) fail("workers still there after 2 s idle", NULL, idle.workers);
+  if (idle_us > 100000) fail("CPU used while idle (us)", NULL, (size_t)idle_us);
   printf("pool: %d threads x %d rounds: ready %llu MiB, untouched %llu MiB, memset %llu MiB, "
          "worker-zeroed %llu MiB in %.1f ms CPU, waits %llu: %ld failures\n",
          threads, rounds, (unsigned long long)st.calloc_ready_bytes >> 20,
