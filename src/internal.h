@@ -373,16 +373,20 @@ typedef struct pz_page {
   uint8_t in_full;       /* (owner) on the heap's full list */
   struct pz_page *next, *prev;   /* (owner) in a class queue or full list */
   /* cache line 2: written by other threads */
-  /* remote frees: [count:16][list head:47][DELAYED:1]. The count lets the
-   * owner collect without walking a list of blocks other cores touched
-   * last (a page holds at most 4096 blocks). */
+  /* remote frees: [count:16][list head:44, 16-aligned][flags:4]. The count
+   * lets the owner collect without walking a list of blocks other cores
+   * touched last (a page holds at most 4096 blocks). Flags: DELAYED (the
+   * owner wants a notice with the next remote free), FREEING (a freer took
+   * the notice and is delivering it; its block lands right after). */
   _Atomic(uintptr_t) xfree __attribute__((aligned(64)));
   _Atomic(uint8_t) delayed_pending; /* on its heap's delayed stack */
   struct pz_page *delayed_next;     /* on heap->delayed */
 } __attribute__((aligned(64))) pz_page;
 #define PZ_XF_DELAYED ((uintptr_t)1)
+#define PZ_XF_FREEING ((uintptr_t)2)
+#define PZ_XF_FLAGS ((uintptr_t)15)
 #define PZ_XF_COUNT_SHIFT 48
-#define PZ_XF_PTR(x) ((pz_block *)((x) & ((((uintptr_t)1) << PZ_XF_COUNT_SHIFT) - 2)))
+#define PZ_XF_PTR(x) ((pz_block *)((x) & ((((uintptr_t)1) << PZ_XF_COUNT_SHIFT) - 16)))
 #define PZ_XF_COUNT(x) ((uint32_t)((x) >> PZ_XF_COUNT_SHIFT))
 
 typedef struct pz_chunk {

@@ -72,10 +72,24 @@ int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len) {
                                  new_addr) == MAP_FAILED);
 }
 
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+/* Never MAP_FIXED: between mremap moving the pages away and this call,
+ * another thread's mmap may have been placed in the hole. NOREPLACE (4.17)
+ * fails then; an older kernel takes it as a hint and maps elsewhere. */
 int pz_os_remap_fresh(void *p, size_t len) {
-  return KEEP_ERRNO(pz_os.mmap(p, len, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
-                               0) == MAP_FAILED);
+  int saved = errno;
+  void *q = pz_os.mmap(p, len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+  int e = q == MAP_FAILED ? errno : 0;
+  if (q != MAP_FAILED && q != p) {
+    pz_os.munmap(q, len);
+    e = EEXIST;
+  }
+  errno = saved;
+  return e;
 }
 
 ssize_t pz_os_read_file(const char *path, char *buf, size_t cap) {

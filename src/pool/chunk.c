@@ -463,7 +463,10 @@ bool pz_chunk_move(void *from, void *to) {
   if (pz_os_move(from, n << PZ_CHUNK_SHIFT, to, m << PZ_CHUNK_SHIFT) != 0) return false;
   /* `from` is a hole now: map fresh zero memory back so the region stays whole */
   if (pz_os_remap_fresh(from, n << PZ_CHUNK_SHIFT) != 0) {
-    /* keep the chunks USED forever: a hole in the region is never handed out */
+    /* someone else's mapping may sit there now: the chunks stay USED forever
+     * (never handed out again), and the map forgets them, so a stale free
+     * of the old pointer is caught */
+    pz_map_set_range(from, n, PZ_MK_NONE, 0);
     return true;
   }
   advise(from, n << PZ_CHUNK_SHIFT);
@@ -561,6 +564,7 @@ void pz_pool_prepare(void) {
 
 size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, bool wait) {
   struct pz_node_pool *np = &pz_nodes[node];
+  bool timed_out = false;
   pthread_mutex_lock(&np->lock);
   for (;;) {
     struct pz_plan plan = pz_worker_plan(np->count[PZ_CS_READY], np->count[PZ_CS_DIRTY],
@@ -589,18 +593,19 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, boo
       return nr;
     }
     if (!wait) break;
+    if (timed_out) { /* a second without work, and still none: leave; the next work restarts us */
+      int w = atomic_load(&np->workers);
+      atomic_store(&np->workers, w > 1 ? w - 1 : 0);
+      pthread_mutex_unlock(&np->lock);
+      return SIZE_MAX;
+    }
     np->sleeping++;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 1;
     int rc = pthread_cond_timedwait(&np->work, &np->lock, &ts);
     np->sleeping--;
-    if (rc == ETIMEDOUT) { /* a second without work: leave; the next work restarts us */
-      int w = atomic_load(&np->workers);
-      atomic_store(&np->workers, w > 1 ? w - 1 : 0);
-      pthread_mutex_unlock(&np->lock);
-      return SIZE_MAX;
-    }
+    timed_out = rc == ETIMEDOUT; /* look at the plan once more before leaving */
   }
   pthread_mutex_unlock(&np->lock);
   return 0;
@@ -613,7 +618,10 @@ void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, co
     const struct pz_claim *cl = &claims[c];
     enum pz_chunk_event done = !ok[c] ? PZ_CE_UNCLAIM : cl->discard ? PZ_CE_DISCARD : PZ_CE_ZEROED;
     for (size_t k = 0; k < cl->n; k++) {
-      if (done == PZ_CE_DISCARD && cl->region->state[cl->start + k] == PZ_CS_TAKEN)
+      uint8_t st = cl->region->state[cl->start + k];
+      if (st == PZ_CS_TAKEN && !ok[c] && cl->from == PZ_CS_DIRTY) /* promised zero: keep it */
+        pz_zero(cl->region->base + ((cl->start + k) << PZ_CHUNK_SHIFT), PZ_CHUNK_SIZE);
+      if (done == PZ_CE_DISCARD && st == PZ_CS_TAKEN)
         transition(np, cl->region, cl->start + k, PZ_CE_ZEROED); /* reads zero: hand it over */
       else
         transition(np, cl->region, cl->start + k, done);
@@ -656,29 +664,33 @@ int pz_chunk_reserve(size_t bytes) {
     pthread_mutex_unlock(&np->lock);
     return ENOMEM;
   }
-  /* claim every chunk of the run that is not ready yet */
-  struct pz_claim c[64];
-  size_t nc = 0;
-  for (size_t i = (size_t)start; i < (size_t)start + want; i++) {
-    uint8_t st = r->state[i];
-    if (st == PZ_CS_READY) continue;
-    transition(np, r, i, PZ_CE_CLAIM);
-    if (nc && c[nc - 1].from == st && c[nc - 1].start + c[nc - 1].n == i && nc <= 64) c[nc - 1].n++;
-    else if (nc < 64) c[nc++] = (struct pz_claim){r, i, 1, (enum pz_chunk_state)st, false};
-    else c[nc - 1].n = i + 1 - c[nc - 1].start, c[nc - 1].from = PZ_CS_DIRTY; /* zero the rest */
+  /* make every chunk of the run ready, claiming (and working on) up to 64
+   * ranges at a time; chunks someone allocated meanwhile are left alone */
+  size_t cursor = (size_t)start, end = (size_t)start + want;
+  for (;;) {
+    struct pz_claim c[64];
+    size_t nc = 0;
+    for (; cursor < end && nc < 64; cursor++) {
+      uint8_t st = r->state[cursor];
+      if (st != PZ_CS_UNTOUCHED && st != PZ_CS_DIRTY) continue;
+      transition(np, r, cursor, PZ_CE_CLAIM);
+      if (nc && c[nc - 1].from == st && c[nc - 1].start + c[nc - 1].n == cursor) c[nc - 1].n++;
+      else c[nc++] = (struct pz_claim){r, cursor, 1, (enum pz_chunk_state)st, false};
+    }
+    pthread_mutex_unlock(&np->lock);
+    bool ok[64] = {false}, all = true;
+    for (size_t k = 0; k < nc; k++) {
+      char *p = r->base + (c[k].start << PZ_CHUNK_SHIFT);
+      size_t len = c[k].n << PZ_CHUNK_SHIFT;
+      if (c[k].from == PZ_CS_UNTOUCHED) ok[k] = pz_populate(p, len);
+      else pz_zero(p, len), ok[k] = true;
+      all &= ok[k];
+    }
+    pz_pool_complete(np->node, c, nc, ok);
+    if (!all) return ENOMEM;
+    if (cursor >= end) return 0;
+    pthread_mutex_lock(&np->lock);
   }
-  pthread_mutex_unlock(&np->lock);
-  bool ok[64] = {false};
-  for (size_t k = 0; k < nc; k++) {
-    char *p = r->base + (c[k].start << PZ_CHUNK_SHIFT);
-    size_t len = c[k].n << PZ_CHUNK_SHIFT;
-    if (c[k].from == PZ_CS_UNTOUCHED) ok[k] = pz_populate(p, len);
-    else pz_zero(p, len), ok[k] = true; /* DIRTY, or a mixed tail: zeroing is always right */
-  }
-  pz_pool_complete(np->node, c, nc, ok);
-  for (size_t k = 0; k < nc; k++)
-    if (!ok[k]) return ENOMEM;
-  return 0;
 }
 
 /* ---------------------------------------------------------------- trim */
@@ -698,12 +710,8 @@ size_t pz_chunk_trim(size_t keep) {
       pthread_mutex_unlock(&np->lock);
       if (!nr) break;
       bool ok = pz_os_discard(c.region->base + (c.start << PZ_CHUNK_SHIFT), c.n << PZ_CHUNK_SHIFT) == 0;
-      pthread_mutex_lock(&np->lock);
-      for (size_t k = 0; k < c.n; k++)
-        transition(np, c.region, c.start + k, ok ? PZ_CE_DISCARD : PZ_CE_UNCLAIM);
-      if (ok) np->st.discarded_bytes += c.n << PZ_CHUNK_SHIFT;
-      pthread_cond_broadcast(&np->done);
-      pthread_mutex_unlock(&np->lock);
+      c.discard = true; /* an allocation may have taken some of it meanwhile: complete hands over */
+      pz_pool_complete(node, &c, 1, &ok);
       if (!ok) break;
       done += c.n << PZ_CHUNK_SHIFT;
     }

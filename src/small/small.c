@@ -199,6 +199,16 @@ static void page_extend(pz_page *pg) {
   pg->capacity += n;
 }
 
+/* Take the remotely freed blocks, leaving the flags (a FREEING notice in
+ * flight must stay visible). Returns the old word; 0 blocks if none. */
+static uintptr_t xfree_take(pz_page *pg) {
+  uintptr_t x = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+  while (PZ_XF_PTR(x) && !atomic_compare_exchange_weak_explicit(&pg->xfree, &x, x & PZ_XF_FLAGS,
+                                                                 memory_order_acquire, memory_order_relaxed)) {
+  }
+  return x;
+}
+
 /* Gather blocks freed locally and remotely into `free` (which is empty). */
 static void page_collect(pz_page *pg) {
   if (pg->local_free) {
@@ -207,9 +217,8 @@ static void page_collect(pz_page *pg) {
     pg->free_is_zero = 0;
     return;
   }
-  uintptr_t x = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
-  if (x & ~PZ_XF_DELAYED) {
-    x = atomic_exchange_explicit(&pg->xfree, 0, memory_order_acquire);
+  uintptr_t x = xfree_take(pg);
+  if (PZ_XF_PTR(x)) {
     uint32_t n = PZ_XF_COUNT(x);
     pz_assert(n <= pg->used);
     pg->used -= n;
@@ -219,10 +228,11 @@ static void page_collect(pz_page *pg) {
 }
 
 /* Move a page whose blocks are all out to the full list, asking remote
- * freers for a notice. False when a remote free raced in (page not full). */
+ * freers for a notice. False when a remote free raced in or is landing
+ * (the page is not full). */
 static bool page_to_full(pz_heap *h, pz_page *pg) {
   uintptr_t expect = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
-  if (expect & ~PZ_XF_DELAYED) return false;
+  if (expect & ~PZ_XF_DELAYED) return false; /* blocks, or FREEING: never arm over them */
   if (!atomic_compare_exchange_strong_explicit(&pg->xfree, &expect, PZ_XF_DELAYED,
                                                memory_order_acq_rel, memory_order_relaxed))
     return false;
@@ -234,9 +244,20 @@ static bool page_to_full(pz_heap *h, pz_page *pg) {
 
 static void page_unfull(pz_heap *h, pz_page *pg) {
   if (pg->cls == PZ_NCLASSES) { /* a medium block, freed remotely: retire it */
-    page_collect(pg);
-    if (pg->used == 0) page_retire(h, pg);
-    return;
+    for (;;) {
+      page_collect(pg);
+      if (pg->used == 0) {
+        page_retire(h, pg);
+        return;
+      }
+      /* the notice came before the block: wait for it to land, or re-arm */
+      uintptr_t x = atomic_load_explicit(&pg->xfree, memory_order_acquire);
+      if (x & PZ_XF_FREEING) continue;
+      if (PZ_XF_PTR(x)) continue;
+      if (atomic_compare_exchange_strong_explicit(&pg->xfree, &x, PZ_XF_DELAYED,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+        return;
+    }
   }
   queue_remove(h, pg);
   pg->in_full = 0;
@@ -283,7 +304,11 @@ static void *alloc_class(pz_heap *h, unsigned cls, bool zero) {
       }
       return page_pop(h, pg, zero);
     }
-    if (!page_to_full(h, pg)) continue; /* a remote free arrived: retry it */
+    if (!page_to_full(h, pg)) {
+      uintptr_t x = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+      if (PZ_XF_PTR(x)) continue; /* a remote free arrived: collect it */
+      /* one is landing (FREEING): leave the page in the queue, look further */
+    }
     pg = next;
   }
   pg = page_make(h, cls, zero);
@@ -355,18 +380,37 @@ static PZ_COLD void confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
 static PZ_NOINLINE void free_remote(pz_heap *self, pz_page *pg, pz_block *b) {
   uintptr_t old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
   for (;;) {
-    if (old & PZ_XF_DELAYED) { /* owner wants a notice: give it before our block lands */
+    if (old & PZ_XF_FREEING) { /* another freer is delivering a notice: its block lands next */
+      __builtin_ia32_pause();
+      old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+      continue;
+    }
+    if (old & PZ_XF_DELAYED) {
+      /* the owner wants a notice: take it (exclusively), deliver it, then
+       * land the block, which also clears FREEING */
+      if (!atomic_compare_exchange_weak_explicit(&pg->xfree, &old, (old & ~PZ_XF_DELAYED) | PZ_XF_FREEING,
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        continue;
       pz_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
-      if (!atomic_exchange_explicit(&pg->delayed_pending, 1,
-                                    memory_order_acq_rel)) {
-        pz_page *top = atomic_load_explicit(&owner->delayed, memory_order_relaxed);
-        do pg->delayed_next = top;
-        while (!atomic_compare_exchange_weak_explicit(&owner->delayed, &top, pg,
-                                                      memory_order_release, memory_order_relaxed));
+      atomic_store_explicit(&pg->delayed_pending, 1, memory_order_release);
+      pz_page *top = atomic_load_explicit(&owner->delayed, memory_order_relaxed);
+      do pg->delayed_next = top;
+      while (!atomic_compare_exchange_weak_explicit(&owner->delayed, &top, pg,
+                                                    memory_order_release, memory_order_relaxed));
+      old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+      for (;;) { /* nobody sets DELAYED while FREEING is up: clearing FREEING is all */
+        b->next = PZ_XF_PTR(old);
+        uintptr_t next = ((uintptr_t)(PZ_XF_COUNT(old) + 1) << PZ_XF_COUNT_SHIFT) | (uintptr_t)b |
+                         (old & PZ_XF_FLAGS & ~PZ_XF_FREEING);
+        if (atomic_compare_exchange_weak_explicit(&pg->xfree, &old, next, memory_order_release,
+                                                  memory_order_relaxed))
+          break;
       }
+      break;
     }
     b->next = PZ_XF_PTR(old);
-    uintptr_t next = ((uintptr_t)(PZ_XF_COUNT(old) + 1) << PZ_XF_COUNT_SHIFT) | (uintptr_t)b;
+    uintptr_t next = ((uintptr_t)(PZ_XF_COUNT(old) + 1) << PZ_XF_COUNT_SHIFT) | (uintptr_t)b |
+                     (old & PZ_XF_FLAGS);
     if (atomic_compare_exchange_weak_explicit(&pg->xfree, &old, next,
                                               memory_order_release, memory_order_relaxed))
       break;
@@ -450,9 +494,9 @@ static void heap_collect(pz_heap *h) {
     pz_page *pg = h->pages[cls];
     while (pg != &empty_page) {
       pz_page *next = pg->next ? pg->next : &empty_page;
-      if (pg->local_free || (atomic_load_explicit(&pg->xfree, memory_order_relaxed) & ~PZ_XF_DELAYED)) {
+      if (pg->local_free || PZ_XF_PTR(atomic_load_explicit(&pg->xfree, memory_order_relaxed))) {
         /* merge both lists into local_free, counting remote blocks */
-        uintptr_t x = atomic_exchange_explicit(&pg->xfree, 0, memory_order_acquire);
+        uintptr_t x = xfree_take(pg);
         for (pz_block *b = PZ_XF_PTR(x); b;) {
           pz_block *nb = b->next;
           b->next = pg->local_free;
