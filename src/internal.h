@@ -411,7 +411,8 @@ typedef struct pz_heap {
   pz_page *pages[PZ_NCLASSES];   /* head of each class queue (never NULL) */
   pz_page *full;                 /* pages with no free block, or medium */
   _Atomic(pz_page *) delayed;    /* full pages that got a remote free */
-  pz_chunk *chunks;              /* chunks owned, with free slices or not */
+  pz_chunk *chunks;              /* chunks owned; list changes under chunks_lock */
+  atomic_flag chunks_lock;       /* owner: adding/releasing a chunk; stats: walking */
   pid_t owner;                   /* 0 = abandoned */
   bool in_use;
   struct pz_heap_stats stats;

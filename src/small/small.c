@@ -87,16 +87,20 @@ static pz_chunk *chunk_new(pz_heap *h, bool want_zero) {
   c->dirty_slices = zero ? 0 : ~0u;
   c->heap = h;
   c->prev = NULL;
+  while (atomic_flag_test_and_set_explicit(&h->chunks_lock, memory_order_acquire)) {}
   c->next = h->chunks;
   if (h->chunks) h->chunks->prev = c;
   h->chunks = c;
+  atomic_flag_clear_explicit(&h->chunks_lock, memory_order_release);
   return c;
 }
 
 static void chunk_release(pz_heap *h, pz_chunk *c) {
+  while (atomic_flag_test_and_set_explicit(&h->chunks_lock, memory_order_acquire)) {}
   if (c->prev) c->prev->next = c->next;
   else h->chunks = c->next;
   if (c->next) c->next->prev = c->prev;
+  atomic_flag_clear_explicit(&h->chunks_lock, memory_order_release);
   c->magic = 0;
   pz_chunk_free(c);
 }
@@ -560,6 +564,12 @@ void pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_
     size_t *dst = (size_t *)sum;
     for (size_t i = 0; i < sizeof *sum / sizeof(size_t); i++)
       dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    /* the owner may be releasing a chunk: take its list lock, or skip this
+     * heap (a heap orphaned by fork may hold it forever) */
+    int tries = 0;
+    while (atomic_flag_test_and_set_explicit(&h->chunks_lock, memory_order_acquire))
+      if (++tries > 1000) break;
+    if (tries > 1000) continue;
     for (pz_chunk *c = h->chunks; c; c = c->next)
       for (unsigned s = 1; s < PZ_SLICES; s++) {
         const pz_page *pg = &c->pages[s];
@@ -567,6 +577,7 @@ void pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_
         *page_bytes += (size_t)pg->nslices << PZ_SLICE_SHIFT;
         *used_bytes += (size_t)__atomic_load_n(&pg->used, __ATOMIC_RELAXED) * pg->block_size;
       }
+    atomic_flag_clear_explicit(&h->chunks_lock, memory_order_release);
   }
   pthread_mutex_unlock(&heaps_lock);
 }
