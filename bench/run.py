@@ -4,11 +4,16 @@
 Runs every workload under every allocator (glibc without preload, then
 jemalloc, tcmalloc_minimal, mimalloc and prezero through LD_PRELOAD),
 several times, interleaving the allocators within each repetition, and
-prints per-workload tables plus a summary.  Standard library only.
+prints per-workload tables plus a summary.  Standard library only (--plot
+also needs matplotlib).
 
     python3 bench/run.py --builddir build [--quick] [--reps N]
                          [--only name,...] [--allocators name,...]
                          [--prezero PATH] [--markdown out.md]
+                         [--plot first-touch.png]
+
+--plot needs matplotlib (Debian: apt-get install python3-matplotlib, then
+run with /usr/bin/python3); it is imported only when asked for.
 
 See bench/README.md for what the workloads model and how to read the
 output.
@@ -47,12 +52,18 @@ GIB = 1024 * MIB
 class Case:
     """One program invocation measured under each allocator.
 
-    metric is "time" (process wall time is the result) or "ns_per_round"
-    (the program's own per-round median is the result; first-touch).
+    metric is "time" (process wall time is the result), "ns_per_round"
+    (the program's own per-round median is the result; first-touch),
+    "phases" (the largepages3 phases, PHASES below, each a result) or
+    "create_us" (vm-create: the guest calloc + touch time is the result).
+
+    env maps an allocator name to extra environment variables for that
+    allocator's runs of this case only, e.g. {"prezero":
+    {"PREZERO_POOL_MIN": "2G"}}; they override the caller's environment.
     """
 
     def __init__(self, workload, label, exe, args, metric="time",
-                 allocators=None, info=None):
+                 allocators=None, info=None, env=None):
         self.workload = workload
         self.label = label
         self.exe = exe
@@ -60,6 +71,15 @@ class Case:
         self.metric = metric
         self.allocators = allocators  # None: all
         self.info = info or {}
+        self.env = env or {}
+
+    def env_for(self, alloc):
+        return self.env.get(alloc, {})
+
+    def env_text(self):
+        return "; ".join("%s: %s" % (a, " ".join("%s=%s" % kv for kv in
+                                                  sorted(e.items())))
+                         for a, e in sorted(self.env.items()) if e)
 
 
 def size_label(n):
@@ -109,7 +129,24 @@ FT_IDLE_MS = 20
 FT_IDLE_SIZES = [(16 * MIB, 10), (256 * MIB, 6)]
 FT_IDLE_SIZES_QUICK = [(16 * MIB, 8)]
 
-WORKLOAD_NAMES = [w[0] for w in SIMPLE] + ["first-touch"]
+# largepages (largepages3): block size, default and quick.
+LP_SIZE = 1 * GIB
+LP_SIZE_QUICK = 512 * MIB
+# (ok-line field, phase name as the program prints it)
+PHASES = [("first_us", "memset page fault"),
+          ("memset2_us", "memset tlb miss"),
+          ("memset3_us", "memset second tlb miss"),
+          ("stride1_us", "stride touch tlb miss"),
+          ("stride2_us", "stride touch second tlb miss")]
+
+# vm-create: guest RAM and start-up phase, default and quick.  prezero gets
+# PREZERO_POOL_MIN=<guest>, the documented way a VMM asks for a ready pool.
+VM_GUEST, VM_STARTUP_MS = 2 * GIB, 1500
+VM_GUEST_QUICK, VM_STARTUP_MS_QUICK = 1 * GIB, 1500
+VM_GOAL = 10.0  # prezero's create time should be <= glibc's / VM_GOAL
+
+WORKLOAD_NAMES = ([w[0] for w in SIMPLE] +
+                  ["first-touch", "largepages", "vm-create"])
 
 
 def build_cases(quick):
@@ -152,6 +189,18 @@ def build_cases(quick):
                            info={"size": size, "mode": "memset", "idle": 0,
                                  "fill": fill}))
     cases["first-touch"] = ft
+
+    lp = LP_SIZE_QUICK if quick else LP_SIZE
+    cases["largepages"] = [Case("largepages", "largepages %s" % size_label(lp),
+                                "bench-largepages", ["size=" + size_label(lp)],
+                                metric="phases", info={"size": lp})]
+    guest = VM_GUEST_QUICK if quick else VM_GUEST
+    startup = VM_STARTUP_MS_QUICK if quick else VM_STARTUP_MS
+    cases["vm-create"] = [Case(
+        "vm-create", "vm-create %s" % size_label(guest), "bench-vm-create",
+        ["guest=" + size_label(guest), "startup_ms=%d" % startup],
+        metric="create_us", info={"size": guest, "startup_ms": startup},
+        env={"prezero": {"PREZERO_POOL_MIN": size_label(guest)}})]
     return cases
 
 
@@ -366,7 +415,8 @@ class Report:
         self.md.append("#### %s\n" % title)
         self.md.append(render_md(headers, rows))
         if note:
-            self.md.append("\n" + note)
+            # markdown: keep the note's line breaks (two trailing spaces)
+            self.md.append("\n" + note.replace("\n", "  \n"))
         self.md.append("")
 
     def md_only(self, s):
@@ -409,6 +459,9 @@ def main():
     ap.add_argument("--timeout", type=int, default=180,
                     help="seconds before a single run is killed "
                          "(default 180)")
+    ap.add_argument("--plot", default=None, metavar="PNG",
+                    help="draw the first-touch results (time per GiB "
+                         "against block size) to PNG; needs matplotlib")
     ap.add_argument("--list", action="store_true",
                     help="list workloads and their arguments, then exit")
     opts = ap.parse_args()
@@ -421,8 +474,9 @@ def main():
     if opts.list:
         for name in WORKLOAD_NAMES:
             for c in all_cases[name]:
-                print("%-15s %-26s %s %s" % (name, c.label, c.exe,
-                                             " ".join(c.args)))
+                print("%-15s %-26s %s %s%s" % (
+                    name, c.label, c.exe, " ".join(c.args),
+                    ("  [env %s]" % c.env_text()) if c.env_text() else ""))
         return 0
 
     names = WORKLOAD_NAMES
@@ -488,6 +542,7 @@ def main():
     failures = []
     summary_time = {}  # workload -> {alloc: median time}
     summary_rss = {}
+    summary_extra = {}  # label -> {alloc: median seconds}, own metrics
     ft_results = {}    # case label -> {alloc: median ns}
     ft_cases = []
     t_start = time.time()
@@ -512,8 +567,12 @@ def main():
                     # rotate the order so no allocator always runs first
                     order = allocs[r % len(allocs):] + allocs[:r % len(allocs)]
                     for a in order:
-                        res = run_once(exe, case.args, libs[a], env, launcher,
-                                       opts.timeout, tmpdir)
+                        run_env = env
+                        if case.env_for(a):
+                            run_env = dict(env)
+                            run_env.update(case.env_for(a))
+                        res = run_once(exe, case.args, libs[a], run_env,
+                                       launcher, opts.timeout, tmpdir)
                         runs[a].append(res)
                         sys.stdout.write("." if res.ok else "F")
                         sys.stdout.flush()
@@ -565,6 +624,17 @@ def main():
                                 [int(x.fields["ns_per_round"]) for x in good])
                     continue
 
+                if case.metric == "phases":
+                    t = report_largepages(rep, case, runs, allocs, reps)
+                    if t:
+                        summary_extra["largepages first touch"] = t
+                    continue
+                if case.metric == "create_us":
+                    t = report_vm_create(rep, case, runs, allocs, reps)
+                    if t:
+                        summary_extra["vm-create (calloc + touch)"] = t
+                    continue
+
                 # ---- regular workload table ----
                 med = {}
                 rows = []
@@ -605,7 +675,10 @@ def main():
             report_first_touch(rep, ft_cases, ft_results, allocators, reps)
 
     report_summary(rep, summary_time, summary_rss, ft_cases, ft_results,
-                   allocators)
+                   allocators, summary_extra)
+    if opts.plot:
+        plot_first_touch(opts.plot, ft_cases, ft_results, allocators, reps,
+                         header[1])
     rep.text("\ntotal harness time: %.0f s" % (time.time() - t_start))
     if failures:
         rep.text("\n%d FAILURE(S):" % len(failures))
@@ -664,7 +737,7 @@ def report_first_touch(rep, cases, results, allocators, reps):
 
 
 def report_summary(rep, summary_time, summary_rss, ft_cases, ft_results,
-                   allocators):
+                   allocators, extra=None):
     rows = []
     workloads = list(summary_time)
     for a in allocators:
@@ -696,10 +769,12 @@ def report_summary(rep, summary_time, summary_rss, ft_cases, ft_results,
                    "touch/full case; best peer = fastest of %s per workload"
                    % "/".join(PEERS))
 
-    if "prezero" in allocators and workloads:
+    extra = extra or {}
+    if "prezero" in allocators and (workloads or extra):
         rows = []
-        for w in workloads:
-            t = summary_time[w]
+        # then the workloads with their own metric (largepages, vm-create)
+        for w in workloads + list(extra):
+            t = extra[w] if w in extra else summary_time[w]
             peers = {p: t[p] for p in PEERS if p in t}
             if "prezero" not in t or not peers:
                 continue
@@ -710,6 +785,199 @@ def report_summary(rep, summary_time, summary_rss, ft_cases, ft_results,
         if rows:
             rep.table("prezero vs best peer", ["workload", "prezero s",
                                                "best peer s", "ratio"], rows)
+
+
+def _complete(runs, a):
+    """The runs of allocator a, or None unless every one succeeded."""
+    good = [x for x in runs.get(a, []) if x.ok]
+    return good if good and len(good) == len(runs[a]) else None
+
+
+def _spread(xs):
+    m = median(xs)
+    return 100.0 * (max(xs) - min(xs)) / m if m else 0.0
+
+
+def fmt_ms(s):
+    if s is None:
+        return "-"
+    ms = s * 1e3
+    return "%.0f ms" % ms if ms >= 100 else "%.1f ms" % ms
+
+
+def report_largepages(rep, case, runs, allocs, reps):
+    """largepages3 phases: one row per phase, one column per allocator.
+
+    Returns {alloc: median first-touch seconds} for the summary."""
+    good = {a: _complete(runs, a) for a in allocs}
+    ok = [a for a in allocs if good[a]]
+    med = {}  # (field, alloc) -> seconds
+    for field, _ in PHASES:
+        for a in ok:
+            med[(field, a)] = median([int(x.fields[field]) for x in good[a]]) / 1e6
+    rows = []
+    for field, name in PHASES:
+        row = [name]
+        base = med.get((field, "glibc"))
+        for a in allocs:
+            t = med.get((field, a))
+            if t is None:
+                row.append("FAIL")
+                continue
+            row.append(fmt_ms(t) + ((" (%.2fx)" % (t / base)) if base else ""))
+        rows.append(row)
+    extra_rows = [
+        ("first touch spread",
+         lambda g: "%.0f%%" % _spread([int(x.fields["first_us"]) for x in g])),
+        ("process wall s", lambda g: fmt_time(median([x.wall for x in g]))),
+        ("process cpu s (user+sys)",
+         lambda g: fmt_time(median([x.cpu for x in g]))),
+        ("peak RSS MiB",
+         lambda g: "%.0f" % (median([x.rss_kib for x in g]) / 1024.0)),
+    ]
+    for name, f in extra_rows:
+        rows.append([name] + [f(good[a]) if good[a] else "FAIL"
+                              for a in allocs])
+    rep.table("largepages (%s): largepages3 phases over one malloc'd block, "
+              "median time (x glibc)" % " ".join(case.args),
+              ["phase"] + allocs, rows,
+              note=("median of %d runs; each phase writes the whole block "
+                    "(memset) or one byte per 4 KiB page (stride); the first "
+                    "memset includes the page faults; spread = (max-min)/"
+                    "median of the first phase; cpu includes any background "
+                    "threads of the allocator" % reps))
+    return {a: med[("first_us", a)] for a in ok}
+
+
+def report_vm_create(rep, case, runs, allocs, reps):
+    """vm-create: guest calloc + touch time per allocator.
+
+    Returns {alloc: median create seconds} for the summary."""
+    rows = []
+    create = {}
+    for a in allocs:
+        g = _complete(runs, a)
+        if not g:
+            rows.append([a, "FAIL"] + [""] * 6)
+            continue
+        cr = [int(x.fields["create_us"]) / 1e6 for x in g]
+        create[a] = median(cr)
+        rows.append([a, fmt_ms(create[a]), "%.0f%%" % _spread(cr), "",
+                     fmt_ms(median([int(x.fields["startup_us"]) / 1e6
+                                    for x in g])),
+                     fmt_time(median([x.wall for x in g])),
+                     fmt_time(median([x.cpu for x in g])),
+                     "%.0f" % (median([x.rss_kib for x in g]) / 1024.0)])
+    for row in rows:
+        a = row[0]
+        if a in create and "glibc" in create and create["glibc"] > 0:
+            r = create[a] / create["glibc"]
+            row[3] = "%.3f" % r if r < 0.1 else fmt_ratio(r)
+    notes = ["median of %d runs; create = calloc(guest) + one write per "
+             "4 KiB page, after a start-up phase of %d ms of CPU work; "
+             "wall and cpu are the whole process (cpu = user+sys, including "
+             "the allocator's background threads, e.g. prezero's workers "
+             "pre-faulting the pool)" % (reps, case.info["startup_ms"])]
+    if case.env_text():
+        notes.append("per-allocator environment: " + case.env_text())
+    if "prezero" in create and "glibc" in create:
+        pz, gl = create["prezero"], create["glibc"]
+        speed = gl / pz if pz > 0 else float("inf")
+        notes.append("goal: prezero's create at least %.0fx faster than "
+                     "glibc's: glibc / prezero = %s / %s = %.2f: %s"
+                     % (VM_GOAL, fmt_ms(gl), fmt_ms(pz), speed,
+                        "met" if speed >= VM_GOAL else "NOT met"))
+    rep.table("vm-create (%s): calloc guest RAM + touch every page"
+              % " ".join(case.args),
+              ["allocator", "create", "spread", "x glibc", "startup",
+               "wall s", "cpu s", "peak RSS MiB"], rows,
+              note="\n".join(notes))
+    return create
+
+
+PLOT_STYLE = {  # allocator -> (colour, marker)
+    "glibc": ("#1f77b4", "o"),
+    "jemalloc": ("#ff7f0e", "s"),
+    "tcmalloc": ("#2ca02c", "^"),
+    "mimalloc": ("#9467bd", "D"),
+    "prezero": ("#d62728", "*"),
+}
+
+
+def plot_first_touch(path, cases, results, allocators, reps, machine):
+    """Time per GiB against block size for the first-touch touch cases."""
+    touch = sorted((c for c in cases if c.info["mode"] == "touch"),
+                   key=lambda c: c.info["size"])
+    if not touch:
+        print("note: --plot: no first-touch results in this run "
+              "(add first-touch to --only); plot skipped")
+        return
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import (FixedLocator, FormatStrFormatter,
+                                       LogLocator, NullFormatter, NullLocator)
+    except ImportError:
+        print("note: --plot needs matplotlib, which %s cannot import; "
+              "install it with `apt-get install python3-matplotlib` and run "
+              "run.py with /usr/bin/python3 (Debian's Python); plot skipped"
+              % sys.executable)
+        return
+
+    def per_gib(ns, size):  # ms per GiB
+        return ns / 1e6 * GIB / size
+
+    fig, ax = plt.subplots(figsize=(11, 6))
+    for a in allocators:
+        colour, marker = PLOT_STYLE.get(a, ("grey", "x"))
+        for idle in sorted({c.info["idle"] for c in touch}):
+            pts = [(c.info["size"], per_gib(results[c.label][a], c.info["size"]))
+                   for c in touch if c.info["idle"] == idle
+                   and results.get(c.label, {}).get(a)]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            label = a if not idle else "%s, %d ms idle between rounds" % (a, idle)
+            ax.plot(xs, ys, color=colour, marker=marker,
+                    linestyle="-" if not idle else "--",
+                    markersize=7 if not idle else 9,
+                    markerfacecolor=colour if not idle else "none",
+                    linewidth=1.8 if not idle else 1.2, label=label)
+    ref = sorted((c.info["size"], per_gib(results[c.label]["ref"], c.info["size"]))
+                 for c in cases if c.info["mode"] == "memset"
+                 and c.info.get("fill") == "zero"
+                 and results.get(c.label, {}).get("ref"))
+    if ref:
+        xs, ys = zip(*ref)
+        ax.plot(xs, ys, color="black", linestyle=":", linewidth=2,
+                marker=".", label="reference: warm memset(0) of a dirty block")
+    sizes = sorted({c.info["size"] for c in touch})
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_locator(FixedLocator(sizes))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([size_label(s) + "iB" if s >= KIB else str(s)
+                        for s in sizes])
+    ax.set_xlabel("block size per calloc (bytes, log scale)")
+    ax.set_ylabel("time per GiB (ms/GiB, log scale; lower is better)")
+    ax.set_title("first-touch: calloc + write 1 byte per 4 KiB page\n"
+                 "median of %d runs; %s" % (reps, machine), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0, title="allocator", title_fontsize=9)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        print("note: --plot: cannot write %s: %s" % (path, e))
+        return
+    finally:
+        plt.close(fig)
+    print("\nplot written to %s" % path)
 
 
 if __name__ == "__main__":
