@@ -17,7 +17,7 @@ const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
                         "print the effective options and the kernel probe at start"},
     [PZ_OPT_THP] = {"THP", PZ_OK_ENUM, PZ_THP_OPT_AUTO, 0, 2, thp_choices,
                     "huge pages for chunks: auto (madvise when THP is available), always, never"},
-    [PZ_OPT_LARGE_THRESHOLD] = {"LARGE_THRESHOLD", PZ_OK_SIZE, 1 << 20, 256 << 10,
+    [PZ_OPT_LARGE_THRESHOLD] = {"LARGE_THRESHOLD", PZ_OK_SIZE, (long long)PZ_MEDIUM_MAX, 256 << 10,
                                 (long long)PZ_MEDIUM_MAX, NULL,
                                 "allocations of at least this size take whole 2 MiB chunks"},
     [PZ_OPT_POOL_MIN] = {"POOL_MIN", PZ_OK_SIZE, 0, 0, 1LL << 50, NULL,

@@ -444,7 +444,10 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
     np->st.discarded_bytes += n << PZ_CHUNK_SHIFT;
   }
   np->st.runs_free++;
-  bool work = !discard && pz_opt(PZ_OPT_ZERO);
+  /* wake a worker for a batch, not for every chunk: a single chunk freed and
+   * allocated again at once is better zeroed inline than raced for */
+  bool work = !discard && pz_opt(PZ_OPT_ZERO) &&
+              (n > 1 || np->count[PZ_CS_DIRTY] >= (size_t)pz_opt(PZ_OPT_BATCH));
   if (work) wake_worker(np);
   pthread_mutex_unlock(&np->lock);
   if (work) pz_workers_start(np->node);
