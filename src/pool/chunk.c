@@ -609,6 +609,15 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, boo
     int rc = pthread_cond_timedwait(&np->work, &np->lock, &ts);
     np->sleeping--;
     timed_out = rc == ETIMEDOUT; /* look at the plan once more before leaving */
+    if (!timed_out) {
+      /* Woken by a free: let the program take back what it reuses at once
+       * (malloc wants it dirty; zeroing it first is wasted work and makes
+       * the allocation wait for us), then zero what is left. */
+      pthread_mutex_unlock(&np->lock);
+      struct timespec d = {0, 2000000};
+      nanosleep(&d, NULL);
+      pthread_mutex_lock(&np->lock);
+    }
   }
   pthread_mutex_unlock(&np->lock);
   return 0;
