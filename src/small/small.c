@@ -381,6 +381,17 @@ static PZ_COLD void confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
   pz_bad_pointer("double free", b);
 }
 
+/* One attempt to push b onto pg's remote-free stack (counted), expecting
+ * *old; keeps the flags but FREEING, which the notifying freer clears by
+ * landing its block. On failure *old holds the current word. */
+static bool xfree_push(pz_page *pg, pz_block *b, uintptr_t *old) {
+  b->next = PZ_XF_PTR(*old);
+  uintptr_t next = ((uintptr_t)(PZ_XF_COUNT(*old) + 1) << PZ_XF_COUNT_SHIFT) | (uintptr_t)b |
+                   (*old & PZ_XF_FLAGS & ~PZ_XF_FREEING);
+  return atomic_compare_exchange_weak_explicit(&pg->xfree, old, next, memory_order_release,
+                                               memory_order_relaxed);
+}
+
 static PZ_NOINLINE void free_remote(pz_heap *self, pz_page *pg, pz_block *b) {
   uintptr_t old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
   for (;;) {
@@ -389,35 +400,25 @@ static PZ_NOINLINE void free_remote(pz_heap *self, pz_page *pg, pz_block *b) {
       old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
       continue;
     }
-    if (old & PZ_XF_DELAYED) {
-      /* the owner wants a notice: take it (exclusively), deliver it, then
-       * land the block, which also clears FREEING */
-      if (!atomic_compare_exchange_weak_explicit(&pg->xfree, &old, (old & ~PZ_XF_DELAYED) | PZ_XF_FREEING,
-                                                 memory_order_acq_rel, memory_order_relaxed))
-        continue;
-      pz_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
-      atomic_store_explicit(&pg->delayed_pending, 1, memory_order_release);
-      pz_page *top = atomic_load_explicit(&owner->delayed, memory_order_relaxed);
-      do pg->delayed_next = top;
-      while (!atomic_compare_exchange_weak_explicit(&owner->delayed, &top, pg,
-                                                    memory_order_release, memory_order_relaxed));
-      old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
-      for (;;) { /* nobody sets DELAYED while FREEING is up: clearing FREEING is all */
-        b->next = PZ_XF_PTR(old);
-        uintptr_t next = ((uintptr_t)(PZ_XF_COUNT(old) + 1) << PZ_XF_COUNT_SHIFT) | (uintptr_t)b |
-                         (old & PZ_XF_FLAGS & ~PZ_XF_FREEING);
-        if (atomic_compare_exchange_weak_explicit(&pg->xfree, &old, next, memory_order_release,
-                                                  memory_order_relaxed))
-          break;
-      }
-      break;
+    if (!(old & PZ_XF_DELAYED)) {
+      if (xfree_push(pg, b, &old)) break;
+      continue; /* the word changed (DELAYED may be up now): look again */
     }
-    b->next = PZ_XF_PTR(old);
-    uintptr_t next = ((uintptr_t)(PZ_XF_COUNT(old) + 1) << PZ_XF_COUNT_SHIFT) | (uintptr_t)b |
-                     (old & PZ_XF_FLAGS);
-    if (atomic_compare_exchange_weak_explicit(&pg->xfree, &old, next,
-                                              memory_order_release, memory_order_relaxed))
-      break;
+    /* the owner wants a notice: take it (exclusively), deliver it, then land
+     * the block, which clears FREEING (nobody sets DELAYED while it is up) */
+    if (!atomic_compare_exchange_weak_explicit(&pg->xfree, &old, (old & ~PZ_XF_DELAYED) | PZ_XF_FREEING,
+                                               memory_order_acq_rel, memory_order_relaxed))
+      continue;
+    pz_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
+    atomic_store_explicit(&pg->delayed_pending, 1, memory_order_release);
+    pz_page *top = atomic_load_explicit(&owner->delayed, memory_order_relaxed);
+    do pg->delayed_next = top;
+    while (!atomic_compare_exchange_weak_explicit(&owner->delayed, &top, pg, memory_order_release,
+                                                  memory_order_relaxed));
+    old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+    while (!xfree_push(pg, b, &old)) {
+    }
+    break;
   }
   if (self != &pz_heap_empty) self->stats.remote_frees++;
 }
