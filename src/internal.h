@@ -313,10 +313,10 @@ PZ_HIDDEN void pz_chunk_stats(struct pz_pool_stats *out);
 PZ_HIDDEN void pz_pool_init(void);
 PZ_HIDDEN void pz_pool_prefork(void);
 PZ_HIDDEN void pz_pool_postfork(bool child);
-/* Workers: claim a batch of work (blocking while there is none if `wait`;
- * SIZE_MAX when a waiting worker should exit, idle), and hand it back done
- * (ok[i]: the range is zero now) or not. */
-PZ_HIDDEN size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, bool wait);
+/* Workers: claim a batch of work, blocking while there is none; SIZE_MAX
+ * when the worker should exit (idle for a second). Hand it back done (ok[i]:
+ * the range is zero now) or not. */
+PZ_HIDDEN size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims);
 PZ_HIDDEN void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, const bool *ok);
 /* Keep `bytes` ready on the caller's node (0 clears); waits until it is.
  * Returns 0 or ENOMEM. */
@@ -328,9 +328,12 @@ PZ_HIDDEN void pz_pool_prepare(void); /* PREZERO_POOL_MIN at start: background *
  * pre-fault untouched ones, between the watermarks. */
 enum pz_plan_what { PZ_PLAN_IDLE, PZ_PLAN_ZERO, PZ_PLAN_POPULATE, PZ_PLAN_DISCARD };
 struct pz_plan { enum pz_plan_what what; size_t n; };
-/* All counts in chunks. Pure: the watermark logic, unit-tested. */
+/* All counts in chunks. Pure: the watermark logic, unit-tested. `forked`:
+ * a child after fork, whose dirty chunks are shared copy-on-write with the
+ * parent (zeroing them would copy every page first): give them back. */
 PZ_HIDDEN struct pz_plan pz_worker_plan(size_t ready, size_t dirty, size_t untouched,
-                                        size_t min_ready, size_t max_ready, size_t batch);
+                                        size_t min_ready, size_t max_ready, size_t batch,
+                                        bool forked);
 /* Start the node's workers if not running. False when none could start. */
 PZ_HIDDEN bool pz_workers_start(unsigned node);
 
@@ -404,7 +407,7 @@ _Static_assert(sizeof(pz_chunk) <= PZ_SLICE_SIZE, "the chunk header must fit in 
 struct pz_heap_stats {
   size_t malloc_calls, free_calls, calloc_calls, realloc_calls;
   size_t calloc_skipped_bytes, calloc_zeroed_bytes;
-  size_t pages_made, pages_retired, remote_frees;
+  size_t remote_frees;
 };
 
 typedef struct pz_heap {
@@ -413,7 +416,6 @@ typedef struct pz_heap {
   _Atomic(pz_page *) delayed;    /* full pages that got a remote free */
   pz_chunk *chunks;              /* chunks owned; list changes under chunks_lock */
   atomic_flag chunks_lock;       /* owner: adding/releasing a chunk; stats: walking */
-  pid_t owner;                   /* 0 = abandoned */
   bool in_use;
   struct pz_heap_stats stats;
   struct pz_heap *next_all;      /* all heaps; guarded by pz_heaps_lock */
@@ -436,8 +438,14 @@ PZ_HIDDEN unsigned pz_class_slices(unsigned cls);
 PZ_HIDDEN void *pz_small_alloc_slow(pz_heap *h, size_t size, bool zero);
 PZ_HIDDEN void *pz_small_alloc_aligned(size_t size, size_t align, bool zero);
 PZ_HIDDEN void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why);
+/* b carries the free key: abort if it really is free, return if the program
+ * merely stored the key's value there. */
+PZ_HIDDEN PZ_COLD void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b);
 PZ_HIDDEN PZ_COLD void pz_small_free_invalid(const void *p);
 PZ_HIDDEN size_t pz_small_usable(const void *p, const pz_chunk *c);
+static inline pz_chunk *pz_chunk_of(const void *p) {
+  return (pz_chunk *)((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK);
+}
 static inline pz_page *pz_small_page_of(const pz_chunk *c, const void *p) { /* NULL: invalid */
   size_t idx = (size_t)((const char *)p - (const char *)c) >> PZ_SLICE_SHIFT;
   const pz_page *pg = &c->pages[idx];
@@ -454,7 +462,7 @@ static inline long pz_block_index(const pz_page *pg, const void *p) {
   if (PZ_UNLIKELY(q * pg->block_size != diff || q >= pg->capacity)) return -1;
   return (long)q;
 }
-enum { PZ_FREE_EMPTY, PZ_FREE_UNFULL, PZ_FREE_REMOTE, PZ_FREE_KEY };
+enum { PZ_FREE_EMPTY, PZ_FREE_UNFULL, PZ_FREE_REMOTE };
 PZ_HIDDEN pz_heap *pz_heap_get(void);     /* current thread's heap, made on demand */
 PZ_HIDDEN void pz_heap_thread_exit(void *h);
 PZ_HIDDEN void pz_heaps_prefork(void);
@@ -500,10 +508,7 @@ static inline void pz_small_free(void *p, pz_chunk *c) {
   pz_heap *h = pz_tls_heap;
   if (pz_opt(PZ_OPT_CHECKS)) {
     if (PZ_UNLIKELY(pz_block_index(pg, p) < 0)) pz_small_free_invalid(p);
-    if (PZ_UNLIKELY(b->key == pz_free_key)) {
-      pz_small_free_slow(h, pg, b, PZ_FREE_KEY);
-      return;
-    }
+    if (PZ_UNLIKELY(b->key == pz_free_key)) pz_small_confirm_double_free(h, pg, b);
   }
   if (PZ_DEBUG) pz_debug_poison(b, pg->block_size);
   if (PZ_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {

@@ -19,10 +19,6 @@ static PZ_COLD void *oom(void) {
   return NULL;
 }
 
-static inline pz_chunk *chunk_of(const void *p) {
-  return (pz_chunk *)((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK);
-}
-
 static PZ_NOINLINE void *alloc_big(size_t size, bool zero) {
   if (PZ_UNLIKELY(size > PZ_MAX_ALLOC)) return oom();
   pz_ensure_init();
@@ -56,8 +52,7 @@ void *pz_calloc(size_t n, size_t size) {
 
 /* Validate p and tell what it is. Aborts on a pointer we did not return. */
 enum kind { K_SMALL, K_LARGE };
-static enum kind classify(const void *p, const char *fn) {
-  uint32_t e = pz_map_get(p);
+static enum kind classify(const void *p, uint32_t e, const char *fn) {
   switch (e & 15) {
   case PZ_MK_SMALL:
     return K_SMALL;
@@ -76,17 +71,17 @@ void pz_free(void *p) {
   if (!p) return;
   uint32_t e = pz_map_get(p);
   if (PZ_LIKELY((e & 15) == PZ_MK_SMALL)) {
-    pz_small_free(p, chunk_of(p));
+    pz_small_free(p, pz_chunk_of(p));
     return;
   }
-  if (classify(p, "free") == K_LARGE) pz_large_free(p);
+  if (classify(p, e, "free") == K_LARGE) pz_large_free(p);
 }
 
 size_t pz_usable_size(const void *p) {
   if (!p) return 0;
   uint32_t e = pz_map_get(p);
   if ((e & 15) == PZ_MK_SMALL) {
-    pz_page *pg = pz_small_page_of(chunk_of(p), p);
+    pz_page *pg = pz_small_page_of(pz_chunk_of(p), p);
     return pg ? pg->block_size - (size_t)((const char *)p - pg->start) % pg->block_size : 0;
   }
   if ((e & 15) == PZ_MK_LARGE && ((uintptr_t)p & PZ_CHUNK_MASK) == 0) return pz_large_usable(p);
@@ -101,8 +96,8 @@ void *pz_realloc(void *p, size_t size) {
   }
   if (PZ_UNLIKELY(size > PZ_MAX_ALLOC)) return oom();
   size_t old;
-  if (classify(p, "realloc") == K_SMALL) {
-    pz_page *pg = pz_small_page_of(chunk_of(p), p);
+  if (classify(p, pz_map_get(p), "realloc") == K_SMALL) {
+    pz_page *pg = pz_small_page_of(pz_chunk_of(p), p);
     if (!pg || (size_t)((char *)p - pg->start) % pg->block_size)
       pz_fatal("realloc(): invalid pointer: %p", p);
     old = pg->block_size;

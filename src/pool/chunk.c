@@ -89,7 +89,7 @@ void pz_map_set_range(void *base, size_t nchunks, enum pz_map_kind kind, uint32_
 struct pz_node_pool pz_nodes[PZ_MAX_NODES];
 static _Atomic(struct pz_region **) regions_by_id;
 static _Atomic uint32_t region_ids;
-static struct pz_pool_stats gst; /* guarded by each node's lock for its part: atomics */
+static _Atomic size_t regions_made, reserved_bytes, thp_refused; /* all nodes */
 
 void pz_pool_init(void) {
   for (unsigned n = 0; n < PZ_MAX_NODES; n++) {
@@ -138,7 +138,7 @@ static void advise(void *p, size_t len) {
     return;
   }
   if (thp == PZ_THP_OPT_ALWAYS || pz_kernel.thp_usable) {
-    if (pz_os_hugepage(p, len) != 0) atomic_fetch_add(&gst.thp_refused, 1);
+    if (pz_os_hugepage(p, len) != 0) atomic_fetch_add(&thp_refused, 1);
   }
 }
 
@@ -183,8 +183,8 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   r->next = np->regions;
   np->regions = r;
   np->count[PZ_CS_UNTOUCHED] += want;
-  atomic_fetch_add(&gst.regions, 1);
-  atomic_fetch_add(&gst.reserved_bytes, want << PZ_CHUNK_SHIFT);
+  atomic_fetch_add(&regions_made, 1);
+  atomic_fetch_add(&reserved_bytes, want << PZ_CHUNK_SHIFT);
   pz_map_set_range(base, want, PZ_MK_FREE, r->id);
   return r;
 }
@@ -204,15 +204,15 @@ static int score(uint8_t s, int mode) {
 }
 
 /* Best run of n free chunks in r, aligned; returns start index or -1. */
-static long find_run_busy(struct pz_region *r, size_t n, size_t align, int want_zero,
+static long find_run_busy(struct pz_region *r, size_t n, size_t align, int mode,
                           int *best_score, bool busy_ok);
-static long find_run(struct pz_region *r, size_t n, size_t align, bool want_zero, int *best_score) {
-  return find_run_busy(r, n, align, want_zero, best_score, false);
+static long find_run(struct pz_region *r, size_t n, size_t align, int mode, int *best_score) {
+  return find_run_busy(r, n, align, mode, best_score, false);
 }
 
 /* busy_ok: chunks a worker holds count as free (score 0): the allocation
  * takes them over and waits only for the batch in flight. */
-static long find_run_busy(struct pz_region *r, size_t n, size_t align, int want_zero,
+static long find_run_busy(struct pz_region *r, size_t n, size_t align, int mode,
                           int *best_score, bool busy_ok) {
   long best = -1;
   int bscore = -1;
@@ -223,7 +223,7 @@ static long find_run_busy(struct pz_region *r, size_t n, size_t align, int want_
         i += r->runlen[i] ? r->runlen[i] - 1 : 0; /* skip a run by its head */
         continue;
       }
-      int s = score(r->state[i], want_zero);
+      int s = score(r->state[i], mode);
       if (s > bscore) {
         bscore = s;
         best = (long)i;
@@ -238,13 +238,13 @@ static long find_run_busy(struct pz_region *r, size_t n, size_t align, int want_
   for (size_t i = 0; i < r->nchunks; i++) {
     if (is_free_state(r->state[i]) || (busy_ok && r->state[i] == PZ_CS_BUSY)) {
       nfree++;
-      total += (size_t)score(r->state[i], want_zero);
+      total += (size_t)score(r->state[i], mode);
     } else {
       nfree = total = 0;
       continue;
     }
     if (nfree > n) {
-      total -= (size_t)score(r->state[i - n], want_zero); /* BUSY scores 0 */
+      total -= (size_t)score(r->state[i - n], mode); /* BUSY scores 0 */
       nfree = n;
     }
     if (nfree == n) {
@@ -292,9 +292,9 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   if (n == 0 || n > (PZ_MAX_ALLOC >> PZ_CHUNK_SHIFT)) return NULL;
   struct pz_node_pool *np = current_pool();
   pthread_mutex_lock(&np->lock);
-  int want_zero = (flags & PZ_CA_PREFER_ZERO) ? SCORE_ZERO : SCORE_MALLOC;
+  int mode = (flags & PZ_CA_PREFER_ZERO) ? SCORE_ZERO : SCORE_MALLOC;
   if (kind == PZ_MK_SMALL && np->count[PZ_CS_READY] <= min_ready_chunks(np) && min_ready_chunks(np))
-    want_zero = SCORE_KEEP_READY;
+    mode = SCORE_KEEP_READY;
   struct pz_region *r = NULL;
   long best_i = -1;
   for (int tries = 0;; tries++) {
@@ -302,7 +302,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     for (struct pz_region *q = np->regions; q; q = q->next) {
       if (q->nfree < n) continue;
       int s;
-      long i = find_run(q, n, align, want_zero, &s);
+      long i = find_run(q, n, align, mode, &s);
       /* best fit among equals: the fullest region, so that small requests
        * do not break up the long free runs large ones need */
       if (i >= 0 && (s > best_s || (s == best_s && q->nfree < r->nfree))) {
@@ -325,7 +325,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     int best_s = -1;
     for (struct pz_region *q = np->regions; q; q = q->next) {
       int s;
-      long i = q->nfree + np->count[PZ_CS_BUSY] >= n ? find_run_busy(q, n, align, want_zero, &s, true) : -1;
+      long i = q->nfree + np->count[PZ_CS_BUSY] >= n ? find_run_busy(q, n, align, mode, &s, true) : -1;
       if (i >= 0 && s > best_s) best_s = s, best_i = i, r = q;
     }
     take_busy = r != NULL;
@@ -333,7 +333,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   if (!r) {
     r = region_create(np, n, align);
     int s;
-    if (r) best_i = find_run(r, n, align, want_zero, &s);
+    if (r) best_i = find_run(r, n, align, mode, &s);
   }
   if (!r || best_i < 0) {
     pthread_mutex_unlock(&np->lock);
@@ -384,7 +384,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     pz_map_set_range(base + PZ_CHUNK_SIZE, n - 1,
                      kind == PZ_MK_LARGE ? PZ_MK_LARGE_TAIL : kind, r->id);
   np->st.runs_alloc++;
-  if (want_zero) {
+  if (flags & PZ_CA_PREFER_ZERO) {
     np->st.zero_from_ready += ready << PZ_CHUNK_SHIFT;
     np->st.zero_from_untouched += untouched << PZ_CHUNK_SHIFT;
   }
@@ -556,7 +556,7 @@ void pz_pool_prepare(void) {
   bool fits = false;
   for (struct pz_region *r = np->regions; r && !fits; r = r->next) {
     int sc;
-    fits = r->nfree >= want && find_run(r, want, 0, true, &sc) >= 0;
+    fits = r->nfree >= want && find_run(r, want, 0, SCORE_ZERO, &sc) >= 0;
   }
   /* with room to spare: the program's own small chunks must not break the run */
   if (!fits) region_create(np, want + want / 16 + 8, 0);
@@ -565,7 +565,7 @@ void pz_pool_prepare(void) {
   pz_workers_start(np->node);
 }
 
-size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, bool wait) {
+size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
   struct pz_node_pool *np = &pz_nodes[node];
   bool timed_out = false;
   pthread_mutex_lock(&np->lock);
@@ -573,29 +573,16 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, boo
     struct pz_plan plan = pz_worker_plan(np->count[PZ_CS_READY], np->count[PZ_CS_DIRTY],
                                          np->count[PZ_CS_UNTOUCHED], min_ready_chunks(np),
                                          (size_t)pz_opt(PZ_OPT_POOL_MAX) >> PZ_CHUNK_SHIFT,
-                                         (size_t)pz_opt(PZ_OPT_BATCH));
-    if (wait && !pz_opt(PZ_OPT_ZERO)) plan.what = PZ_PLAN_IDLE; /* workers off; callers may still work */
-    if (np->forked) {
-      /* In a forked child, the dirty chunks inherited from the parent are
-       * shared copy-on-write: zeroing them would copy every page first
-       * (measured: 40 forks of a busy parent took 22 s instead of 0.5 s).
-       * Give them back instead, once; from then on, recycle as usual. */
-      if (np->count[PZ_CS_DIRTY]) {
-        size_t nr = claim(np, PZ_CS_DIRTY, SIZE_MAX, claims, nclaims);
-        for (size_t k = 0; k < nr; k++) claims[k].discard = true;
-        pthread_mutex_unlock(&np->lock);
-        return nr;
-      }
-      np->forked = false;
-      continue;
-    }
+                                         (size_t)pz_opt(PZ_OPT_BATCH), np->forked);
+    if (!pz_opt(PZ_OPT_ZERO)) plan.what = PZ_PLAN_IDLE;
+    if (plan.what != PZ_PLAN_DISCARD) np->forked = false; /* the inherited chunks are gone */
     if (plan.what != PZ_PLAN_IDLE) {
-      enum pz_chunk_state s = plan.what == PZ_PLAN_ZERO ? PZ_CS_DIRTY : PZ_CS_UNTOUCHED;
+      enum pz_chunk_state s = plan.what == PZ_PLAN_POPULATE ? PZ_CS_UNTOUCHED : PZ_CS_DIRTY;
       size_t nr = claim(np, s, plan.n, claims, nclaims);
+      for (size_t k = 0; k < nr; k++) claims[k].discard = plan.what == PZ_PLAN_DISCARD;
       pthread_mutex_unlock(&np->lock);
       return nr;
     }
-    if (!wait) break;
     if (timed_out) { /* a second without work, and still none: leave; the next work restarts us */
       int w = atomic_load(&np->workers);
       atomic_store(&np->workers, w > 1 ? w - 1 : 0);
@@ -619,8 +606,6 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims, boo
       pthread_mutex_lock(&np->lock);
     }
   }
-  pthread_mutex_unlock(&np->lock);
-  return 0;
 }
 
 void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, const bool *ok) {
@@ -667,10 +652,10 @@ int pz_chunk_reserve(size_t bytes) {
   int best = -1;
   for (struct pz_region *q = np->regions; q; q = q->next) {
     int sc;
-    long i = q->nfree >= want ? find_run(q, want, 0, true, &sc) : -1;
+    long i = q->nfree >= want ? find_run(q, want, 0, SCORE_ZERO, &sc) : -1;
     if (i >= 0 && sc > best) best = sc, start = i, r = q;
   }
-  if (!r && (r = region_create(np, want, 0)) != NULL) start = find_run(r, want, 0, true, &best);
+  if (!r && (r = region_create(np, want, 0)) != NULL) start = find_run(r, want, 0, SCORE_ZERO, &best);
   if (!r || start < 0) {
     np->reserve = 0;
     pthread_mutex_unlock(&np->lock);
@@ -745,9 +730,9 @@ void pz_chunk_stats(struct pz_pool_stats *out) {
     out->workers += (size_t)atomic_load(&np->workers);
     pthread_mutex_unlock(&np->lock);
   }
-  out->regions = atomic_load(&gst.regions);
-  out->reserved_bytes = atomic_load(&gst.reserved_bytes);
-  out->thp_refused = atomic_load(&gst.thp_refused);
+  out->regions = atomic_load(&regions_made);
+  out->reserved_bytes = atomic_load(&reserved_bytes);
+  out->thp_refused = atomic_load(&thp_refused);
 }
 
 void pz_pool_prefork(void) {

@@ -26,9 +26,14 @@
 #include "internal.h"
 
 struct pz_plan pz_worker_plan(size_t ready, size_t dirty, size_t untouched, size_t min_ready,
-                              size_t max_ready, size_t batch) {
+                              size_t max_ready, size_t batch, bool forked) {
   struct pz_plan p = {PZ_PLAN_IDLE, 0};
   if (!batch) return p;
+  if (forked && dirty) { /* measured: 40 forks of a busy parent took 22 s zeroing, 0.4 s discarding */
+    p.what = PZ_PLAN_DISCARD;
+    p.n = dirty; /* all of it, at once: cheap, no copy */
+    return p;
+  }
   if (dirty && ready < max_ready) { /* recycling: freed memory becomes ready again */
     size_t n = max_ready - ready;
     p.what = PZ_PLAN_ZERO;
@@ -62,7 +67,7 @@ static void *worker_main(void *arg) {
   struct pz_claim c[16];
   bool ok[16];
   for (;;) {
-    size_t n = pz_pool_claim(node, c, 16, true);
+    size_t n = pz_pool_claim(node, c, 16);
     if (n == SIZE_MAX) return NULL; /* idle for a while: this worker has left the pool */
     uint64_t cpu0 = thread_cpu_ns(), wall0 = pz_os_now_ns();
     size_t bytes = 0;

@@ -134,9 +134,6 @@ found:;
   return pg;
 }
 
-static inline pz_chunk *chunk_of(const void *p) {
-  return (pz_chunk *)((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK);
-}
 
 static void drain_delayed(pz_heap *h);
 
@@ -147,14 +144,13 @@ static void page_retire(pz_heap *h, pz_page *pg) {
   if (atomic_load_explicit(&pg->delayed_pending, memory_order_acquire))
     drain_delayed(h); /* the page is on our delayed stack: take it off first */
   queue_remove(h, pg);
-  pz_chunk *c = chunk_of(pg->start);
+  pz_chunk *c = pz_chunk_of(pg->start);
   unsigned start = (unsigned)((pg->start - (char *)c) >> PZ_SLICE_SHIFT), n = pg->nslices;
   uint32_t m = span_mask(start, n);
   c->used_slices &= ~m;
   c->dirty_slices |= m;
   for (unsigned k = 0; k < n; k++) c->pages[start + k].slice_offset = 0;
   memset(pg, 0, sizeof *pg);
-  h->stats.pages_retired++;
   if (c->used_slices == 1) {
     for (pz_chunk *o = h->chunks; o; o = o->next)
       if (o != c && o->used_slices == 1) {
@@ -180,7 +176,6 @@ static pz_page *page_make(pz_heap *h, unsigned cls, bool want_zero) {
   pg->in_full = 0;
   atomic_store_explicit(&pg->xfree, 0, memory_order_relaxed);
   queue_push(h, pg);
-  h->stats.pages_made++;
   return pg;
 }
 
@@ -367,7 +362,7 @@ void *pz_small_alloc_aligned(size_t size, size_t align, bool zero) {
 
 /* ------------------------------------------------------------ free */
 
-static PZ_COLD void confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
+void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
   if (atomic_load_explicit(&pg->heap, memory_order_relaxed) == h) {
     for (pz_block *x = pg->free; x; x = x->next)
       if (x == b) pz_bad_pointer("double free", b);
@@ -429,17 +424,6 @@ void pz_small_free_invalid(const void *p) {
 
 void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
   switch (why) {
-  case PZ_FREE_KEY: /* the block carries the free key: a double free, most likely */
-    confirm_double_free(h, pg, b);
-    if (atomic_load_explicit(&pg->heap, memory_order_relaxed) != h) break;
-    if (PZ_DEBUG) pz_debug_poison(b, pg->block_size);
-    b->key = pz_free_key;
-    b->next = pg->local_free;
-    pg->local_free = b;
-    h->stats.free_calls++;
-    if (--pg->used == 0) pz_small_free_slow(h, pg, b, PZ_FREE_EMPTY);
-    else if (pg->in_full) page_unfull(h, pg);
-    return;
   case PZ_FREE_EMPTY:
     /* keep the front page of a class queue: alloc/free ping-pong stays cheap */
     if (pg->in_full || h->pages[pg->cls] != pg) page_retire(h, pg);
@@ -482,7 +466,6 @@ pz_heap *pz_heap_get(void) {
     }
   }
   if (h) {
-    h->owner = pz_os_gettid();
     h->in_use = true;
   }
   pthread_mutex_unlock(&heaps_lock);
@@ -526,7 +509,6 @@ void pz_heap_thread_exit(void *arg) {
   heap_collect(h);
   pz_tls_heap = &pz_heap_empty;
   pthread_mutex_lock(&heaps_lock);
-  h->owner = 0;
   h->in_use = false;
   h->next_abandoned = heaps_abandoned;
   heaps_abandoned = h;
@@ -593,10 +575,6 @@ void pz_heaps_postfork(bool child) {
   pthread_mutex_init(&heaps_lock, NULL);
   /* The threads that owned other heaps do not exist in the child, and may
    * have been stopped half-way through changing them: those heaps are left
-   * alone (their memory stays mapped, frees into them still work) rather
-   * than adopted by a new thread. */
-  pz_heap *self = pz_tls_heap;
-  for (pz_heap *h = heaps_all; h; h = h->next_all)
-    if (h != self && h->in_use) h->owner = 0;
-  if (self != &pz_heap_empty) self->owner = pz_os_gettid();
+   * alone (in use, never adopted; their memory stays mapped, frees into them
+   * still work) rather than handed to a new thread. */
 }

@@ -84,9 +84,30 @@ static void held_blocks_survive_workers(void) {
   prezero_reserve(0);
 }
 
+/* Ready memory the program reserved is kept for it: small objects growing
+ * the heap take other chunks. */
+static void reserve_is_kept_from_small_objects(void) {
+  if (prezero_reserve(64u << 20) != 0) {
+    fail("prezero_reserve(64M) failed", NULL, 0);
+    return;
+  }
+  struct prezero_stats before, after;
+  prezero_stats_get(&before);
+  enum { N = 40000 };
+  static void *small[N];
+  for (int i = 0; i < N; i++) small[i] = malloc(512); /* ~20 MiB: new small chunks */
+  prezero_stats_get(&after);
+  if (after.chunks_ready < 32)
+    fail("small objects took the reserved ready chunks (ready chunks left)", NULL, after.chunks_ready);
+  for (int i = 0; i < N; i++) free(small[i]);
+  prezero_reserve(0);
+  (void)before;
+}
+
 int main(int argc, char **argv) {
   int threads = 3;
   if (argc > 1 && !strcmp(argv[1], "--smoke")) rounds = 120;
+  reserve_is_kept_from_small_objects();
   held_blocks_survive_workers();
   pthread_t t[8];
   for (int i = 0; i < threads; i++) pthread_create(&t[i], NULL, recycle, (void *)(uintptr_t)(i + 1));

@@ -135,32 +135,38 @@ static void worker_watermarks(void **state) {
   (void)state;
   struct pz_plan p;
   /* dirty memory is zeroed while ready is under the maximum, a batch at a time */
-  p = pz_worker_plan(0, 100, 500, 0, 512, 4);
+  p = pz_worker_plan(0, 100, 500, 0, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_ZERO);
   assert_int_equal(p.n, 4);
-  p = pz_worker_plan(510, 100, 500, 0, 512, 4);
+  p = pz_worker_plan(510, 100, 500, 0, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_ZERO);
   assert_int_equal(p.n, 2); /* up to the maximum, not past it */
-  p = pz_worker_plan(0, 3, 500, 0, 512, 8);
+  p = pz_worker_plan(0, 3, 500, 0, 512, 8, false);
   assert_int_equal(p.n, 3);
   /* at the maximum: dirty chunks stay dirty */
-  p = pz_worker_plan(512, 100, 500, 0, 512, 4);
+  p = pz_worker_plan(512, 100, 500, 0, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_IDLE);
   /* untouched memory is pre-faulted only up to the minimum (reserve) */
-  p = pz_worker_plan(0, 0, 500, 0, 512, 4);
+  p = pz_worker_plan(0, 0, 500, 0, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_IDLE);
-  p = pz_worker_plan(10, 0, 500, 13, 512, 4);
+  p = pz_worker_plan(10, 0, 500, 13, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_POPULATE);
   assert_int_equal(p.n, 3);
-  p = pz_worker_plan(10, 0, 2, 100, 512, 4);
+  p = pz_worker_plan(10, 0, 2, 100, 512, 4, false);
   assert_int_equal(p.n, 2); /* no more untouched than there is */
-  p = pz_worker_plan(13, 0, 500, 13, 512, 4);
+  p = pz_worker_plan(13, 0, 500, 13, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_IDLE);
   /* recycling comes before pre-faulting */
-  p = pz_worker_plan(0, 5, 500, 100, 512, 4);
+  p = pz_worker_plan(0, 5, 500, 100, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_ZERO);
-  p = pz_worker_plan(0, 5, 500, 100, 512, 0);
+  p = pz_worker_plan(0, 5, 500, 100, 512, 0, false);
   assert_int_equal(p.what, PZ_PLAN_IDLE);
+  /* a forked child gives inherited dirty chunks back, all at once, before anything else */
+  p = pz_worker_plan(0, 100, 500, 100, 512, 4, true);
+  assert_int_equal(p.what, PZ_PLAN_DISCARD);
+  assert_int_equal(p.n, 100);
+  p = pz_worker_plan(0, 0, 500, 10, 512, 4, true); /* none left: plan as usual */
+  assert_int_equal(p.what, PZ_PLAN_POPULATE);
 }
 
 static void zero_methods_zero(void **state) {
