@@ -75,8 +75,19 @@ struct prezero_stats {
   uint64_t busy_waits;             /* allocations that waited for a worker batch */
   uint64_t anon_bytes;             /* now: resident anonymous memory of the process */
   uint64_t anon_huge_bytes;        /* now: of which in transparent huge pages */
+  /* version 3: returning memory, huge-page coverage of the pool */
+  uint64_t released_bytes;         /* idle memory given back (decay, pressure, trim) */
+  uint64_t refaulted_bytes;        /* given-back memory faulted in again since */
+  uint64_t pressure_events;        /* times the workers found memory short and shrank the pool */
+  uint64_t pool_resident_bytes;    /* now: resident memory in prezero's chunks */
+  uint64_t pool_huge_bytes;        /* now: of which mapped by huge pages */
+  int huge_source;                 /* how the two above were measured: 1 PAGEMAP_SCAN, 2 smaps, 0 not */
 };
-#define PREZERO_STATS_VERSION 2
+#define PREZERO_STATS_VERSION 3
+
+/* Give free memory above the low watermark (PREZERO_POOL_MIN or the
+ * reserve) back to the kernel now; returns the bytes given back. */
+PREZERO_API size_t prezero_trim(void);
 
 /* Fill *st (returns 0), or -1 with errno EINVAL for NULL. */
 PREZERO_API int prezero_stats_get(struct prezero_stats *st);

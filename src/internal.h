@@ -114,6 +114,9 @@ PZ_HIDDEN int pz_os_remap_fresh(void *p, size_t len);
  * bytes read (NUL-terminated) or -errno. */
 PZ_HIDDEN ssize_t pz_os_read_file(const char *path, char *buf, size_t cap);
 PZ_HIDDEN pid_t pz_os_gettid(void);
+/* Adds [p, p+len)'s resident and huge-page bytes (PAGEMAP_SCAN); errno when
+ * the kernel lacks it. */
+PZ_HIDDEN int pz_os_pagemap_huge(void *p, size_t len, size_t *present, size_t *huge);
 PZ_HIDDEN uint64_t pz_os_random(void); /* getrandom or a time-seeded fallback */
 PZ_HIDDEN uint64_t pz_os_now_ns(void);
 
@@ -132,7 +135,9 @@ PZ_HIDDEN bool pz_populate(void *p, size_t n);
 #define PZ_MAX_NODES 64
 #define PZ_CPUSET_WORDS 16 /* 1024 CPUs */
 struct pz_topology {
-  unsigned nnodes;                    /* >= 1 */
+  unsigned nnodes;                    /* pools: >= 1 */
+  unsigned machine_nodes;             /* nodes the machine has (>= nnodes with PREZERO_NODES) */
+  size_t mem_total[PZ_MAX_NODES];     /* per pool's node, bytes; 0 unknown */
   unsigned node_id[PZ_MAX_NODES];     /* kernel node numbers, index = our node */
   unsigned long cpus[PZ_MAX_NODES][PZ_CPUSET_WORDS];
   unsigned long allowed[PZ_CPUSET_WORDS]; /* the process's CPU set at init */
@@ -147,19 +152,51 @@ PZ_HIDDEN int pz_os_bind_node(void *p, size_t len, unsigned n);
 PZ_HIDDEN int pz_os_pin_node(unsigned n);
 
 /* ==================================================================== os/probe.c
- * What the kernel offers, read once at init. */
-enum pz_thp_mode { PZ_THP_ALWAYS, PZ_THP_MADVISE, PZ_THP_NEVER, PZ_THP_UNKNOWN };
+ * What the kernel offers, read once at init (files under PREZERO_SYSFS_ROOT
+ * and PREZERO_PROC_ROOT when set). Later decisions read `pz_kernel`. */
+enum pz_thp_mode { PZ_THP_ALWAYS, PZ_THP_MADVISE, PZ_THP_NEVER, PZ_THP_DEFER, PZ_THP_DEFER_MADVISE,
+                   PZ_THP_INHERIT, PZ_THP_UNKNOWN };
 struct pz_kernel {
-  enum pz_thp_mode thp_enabled;
-  size_t pmd_size;     /* 0 when unknown */
-  bool thp_usable;     /* huge pages can be had for our chunks */
+  enum pz_thp_mode thp_enabled, thp_defrag;
+  size_t pmd_size;        /* 0 when unknown */
+  uint32_t mthp_orders;   /* multi-size THP: orders the kernel offers (bit k: 4 KiB << k) */
+  uint32_t mthp_enabled;  /* ... and those enabled (always/madvise, or inherit) */
+  bool thp_usable;        /* huge pages can be had for our chunks */
   size_t page_size;
   unsigned ncpus;
-  bool populate_write; /* MADV_POPULATE_WRITE works */
+  bool populate_write;    /* MADV_POPULATE_WRITE works (5.14) */
+  bool collapse;          /* MADV_COLLAPSE is known (6.1) */
+  int uffd;               /* userfaultfd(2): 0 works, else its errno (ENOSYS, EPERM) */
+  int uffd_user_mode;     /* ... with UFFD_USER_MODE_ONLY */
+  bool uffd_dev;          /* /dev/userfaultfd exists */
+  int unprivileged_uffd;  /* vm.unprivileged_userfaultfd, -1 unknown */
+  uint64_t uffd_features, uffd_ioctls; /* from the UFFDIO_API handshake */
+  int reporting_order;    /* free page reporting order, -1 without page_reporting */
+  bool init_on_free, init_on_alloc;         /* kernel command line */
+  bool zero_page, kzerod, host_zeroes_pages; /* pre-zeroing kernels (see probe.c) */
+  bool zeroable_hugepages;
+  size_t zero_page_batch;
+  unsigned zero_page_delay_ms;
+  bool kernel_prezeroes;  /* freed pages come back zero without our work */
+  bool cgroup_v2;
+  size_t cgroup_max, cgroup_high; /* tightest along the cgroup path; SIZE_MAX: none */
+  char cgroup_usage[320];         /* the limiting cgroup's usage file, below the sysfs root */
+  size_t mem_total, mem_available; /* /proc/meminfo at probe time */
 };
 PZ_HIDDEN extern struct pz_kernel pz_kernel;
 PZ_HIDDEN void pz_probe_kernel(void);
 PZ_HIDDEN const char *pz_thp_mode_name(enum pz_thp_mode m);
+enum pz_root { PZ_ROOT_SYS, PZ_ROOT_PROC };
+/* "/sys" + rel (or PREZERO_SYSFS_ROOT + rel) into buf; returns its length. */
+PZ_HIDDEN size_t pz_probe_path(enum pz_root root, const char *rel, char *buf, size_t cap);
+PZ_HIDDEN ssize_t pz_probe_read(enum pz_root root, const char *rel, char *buf, size_t cap);
+PZ_HIDDEN size_t pz_probe_kb_field(const char *text, const char *field);
+/* Now (not cached): MemTotal and MemAvailable in bytes, 0 when unknown. */
+PZ_HIDDEN void pz_probe_memory(size_t *total, size_t *available);
+/* Now: the limiting cgroup's usage in bytes, 0 without a limit. */
+PZ_HIDDEN size_t pz_probe_cgroup_usage(void);
+/* Alignment of ranges given back: 2 MiB or the page reporting order's. */
+PZ_HIDDEN size_t pz_release_align(void);
 
 /* ==================================================================== options.c
  * One table; values read from environ without allocating. */
@@ -178,10 +215,18 @@ enum pz_opt {
   PZ_OPT_ZERO_RATE,        /* size per second, 0 = unlimited */
   PZ_OPT_ZERO_METHOD,      /* enum */
   PZ_OPT_RESERVE,          /* size: ready memory asked for at start */
+  PZ_OPT_DECAY_MS,         /* count: ms free memory above POOL_MAX stays before release */
+  PZ_OPT_RETAIN_MS,        /* count: ms free memory above POOL_MIN stays (0: forever) */
+  PZ_OPT_REPORT_BATCH,     /* count: chunks released at least per batch */
+  PZ_OPT_NODES,            /* node list as a bit mask (0: every node) */
+  PZ_OPT_SYSFS_ROOT,       /* path: where /sys is read (tests present fake kernels) */
+  PZ_OPT_PROC_ROOT,        /* path: where /proc is read */
   PZ_OPT__COUNT
 };
 enum { PZ_THP_OPT_AUTO = 0, PZ_THP_OPT_ALWAYS = 1, PZ_THP_OPT_NEVER = 2 };
-enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM, PZ_OK_COUNT };
+/* NODES: "0,2-3" -> bit mask; PATH: the value itself (points into environ) */
+enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM, PZ_OK_COUNT, PZ_OK_NODES, PZ_OK_PATH };
+enum pz_opt_source { PZ_SRC_DEFAULT, PZ_SRC_ENV, PZ_SRC_INVALID, PZ_SRC_SECURE };
 struct pz_option_desc {
   const char *name; /* without the PREZERO_ prefix */
   enum pz_opt_kind kind;
@@ -190,6 +235,8 @@ struct pz_option_desc {
   const char *doc;
 };
 PZ_HIDDEN extern long long pz_opts[PZ_OPT__COUNT];
+PZ_HIDDEN extern const char *pz_opt_strs[PZ_OPT__COUNT]; /* the raw value, NULL when unset */
+PZ_HIDDEN extern uint8_t pz_opt_sources[PZ_OPT__COUNT];   /* enum pz_opt_source */
 PZ_HIDDEN extern const struct pz_option_desc pz_option_table[PZ_OPT__COUNT];
 /* Parse from an environment vector (NULL: use defaults). `secure` ignores
  * all PREZERO_* variables (setuid programs). Returns warnings printed. */
@@ -198,6 +245,9 @@ PZ_HIDDEN int pz_options_load(char *const *envp, bool secure);
 PZ_HIDDEN int pz_option_parse(const struct pz_option_desc *d, const char *s, long long *out);
 PZ_HIDDEN void pz_options_print(void);
 static inline long long pz_opt(enum pz_opt o) { return pz_opts[o]; }
+/* A PATH option's value, "" when unset. */
+static inline const char *pz_opt_path(enum pz_opt o) { return pz_opt_strs[o] ? pz_opt_strs[o] : ""; }
+PZ_HIDDEN const char *pz_opt_source_name(enum pz_opt_source s);
 
 /* ==================================================================== pool/chunk.c
  * Regions are reservations of 2 MiB-aligned chunks. Each chunk is in one
@@ -254,11 +304,14 @@ struct pz_region {
   uint8_t *state;        /* enum pz_chunk_state per chunk; guarded by the node lock */
   uint32_t *runlen;      /* at a run's head: chunks in the run */
   uint8_t *nohuge;       /* chunk was madvised MADV_NOHUGEPAGE (small heap) */
+  uint8_t *released;     /* chunk was given back (faulting it in again is counted) */
+  uint32_t *idle_since;  /* free chunks: pz_pool_ms() when they became free */
   struct pz_region *next;
 };
 /* Per-node counters, guarded by the node lock (all size_t: summed as an array). */
 struct pz_node_stats {
   size_t runs_alloc, runs_free, discarded_bytes, busy_waits;
+  size_t released_bytes, refaulted_bytes, pressure_events;
   size_t zero_from_ready, zero_from_untouched; /* calloc'd chunk bytes by origin */
   size_t zeroed_bytes, populated_bytes;        /* done by workers */
   size_t worker_ns, worker_passes;
@@ -272,6 +325,8 @@ struct pz_node_pool {
   size_t small_chunks;    /* chunks in use by thread heaps */
   unsigned node, sleeping;
   bool forked;            /* child after fork: inherited dirty chunks are shared copy-on-write */
+  bool pressure;          /* the last look at the memory limits found them close */
+  uint64_t limits_checked_ns;
   _Atomic int fork_defer; /* child after fork: chunk frees before workers may start */
   _Atomic int workers;    /* started (0 after fork: restarted lazily) */
   struct pz_node_stats st;
@@ -279,6 +334,8 @@ struct pz_node_pool {
 PZ_HIDDEN extern struct pz_node_pool pz_nodes[PZ_MAX_NODES];
 struct pz_pool_stats {
   size_t regions, reserved_bytes, thp_refused, workers;
+  size_t resident_bytes, huge_bytes; /* in our regions, by PAGEMAP_SCAN */
+  bool pagemap_scan;                 /* ... which worked */
   size_t chunks[PZ_CS__COUNT];
   struct pz_node_stats node; /* summed over nodes */
 };
@@ -288,6 +345,7 @@ struct pz_claim {
   size_t start, n;
   enum pz_chunk_state from; /* DIRTY: zero it; UNTOUCHED: populate it */
   bool discard;             /* give it back instead (a forked child's inherited chunks) */
+  bool release;             /* ... because it was idle (decay, pressure, trim) */
 };
 /* Allocate a run of `n` chunks aligned to `align` bytes (a power of two;
  * 0 = chunk alignment). Flags: PZ_CA_PREFER_ZERO picks chunks that read
@@ -326,14 +384,29 @@ PZ_HIDDEN void pz_pool_prepare(void); /* PREZERO_POOL_MIN at start: background *
 /* ==================================================================== pool/worker.c
  * Background workers, one or more per node: pre-zero dirty chunks and
  * pre-fault untouched ones, between the watermarks. */
-enum pz_plan_what { PZ_PLAN_IDLE, PZ_PLAN_ZERO, PZ_PLAN_POPULATE, PZ_PLAN_DISCARD };
+enum pz_plan_what { PZ_PLAN_IDLE, PZ_PLAN_ZERO, PZ_PLAN_POPULATE, PZ_PLAN_DISCARD, PZ_PLAN_RELEASE };
 struct pz_plan { enum pz_plan_what what; size_t n; };
-/* All counts in chunks. Pure: the watermark logic, unit-tested. `forked`:
- * a child after fork, whose dirty chunks are shared copy-on-write with the
- * parent (zeroing them would copy every page first): give them back. */
-PZ_HIDDEN struct pz_plan pz_worker_plan(size_t ready, size_t dirty, size_t untouched,
-                                        size_t min_ready, size_t max_ready, size_t batch,
-                                        bool forked);
+/* What a worker sees, all counts in chunks. */
+struct pz_plan_in {
+  size_t ready, dirty, untouched; /* free chunks by state */
+  size_t min_ready;               /* low watermark: POOL_MIN or the reserve */
+  size_t max_free;                /* high watermark: POOL_MAX (ready + dirty kept) */
+  size_t batch;                   /* PREZERO_BATCH */
+  size_t report_batch;            /* PREZERO_REPORT_BATCH */
+  /* free chunks that may go back to the kernel (whole aligned blocks),
+   * by how long they have been idle: past DECAY_MS, past RETAIN_MS, any */
+  size_t idle_decay, idle_retain, idle_any;
+  size_t headroom;                /* chunks the memory limits let us pre-fault */
+  bool forked;                    /* a child after fork: inherited dirty chunks are shared */
+  bool pressure;                  /* memory is short: shrink to the low watermark now */
+};
+/* The watermark logic: pure, unit-tested. Forked children give inherited
+ * dirty chunks back first (zeroing them would copy every page); then idle
+ * memory above the watermarks goes back (at least report_batch chunks at a
+ * time, unless under pressure); then dirty chunks are zeroed while ready
+ * memory is under the high watermark; then fresh chunks are pre-faulted up
+ * to the low one, within the headroom. */
+PZ_HIDDEN struct pz_plan pz_worker_plan(const struct pz_plan_in *in);
 /* Start the node's workers if not running. False when none could start. */
 PZ_HIDDEN bool pz_workers_start(unsigned node);
 

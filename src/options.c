@@ -39,9 +39,57 @@ const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
                             "how workers zero: auto (streaming stores by CPU features), memset, sse2, avx2, clzero"},
     [PZ_OPT_RESERVE] = {"RESERVE", PZ_OK_SIZE, 0, 0, 1LL << 50, NULL,
                         "ready memory to prepare at start (as prezero_reserve())"},
+    [PZ_OPT_DECAY_MS] = {"DECAY_MS", PZ_OK_COUNT, 1000, 0, 1LL << 40, NULL,
+                         "milliseconds free memory above POOL_MAX stays idle before it goes back to the kernel"},
+    [PZ_OPT_RETAIN_MS] = {"RETAIN_MS", PZ_OK_COUNT, 10000, 0, 1LL << 40, NULL,
+                          "milliseconds free memory above POOL_MIN stays idle before it goes back to the kernel (0: kept)"},
+    [PZ_OPT_REPORT_BATCH] = {"REPORT_BATCH", PZ_OK_COUNT, 8, 1, 1 << 20, NULL,
+                             "fewest chunks (2 MiB) given back to the kernel at once, in ranges aligned for free page reporting"},
+    [PZ_OPT_NODES] = {"NODES", PZ_OK_NODES, 0, 0, 0, NULL,
+                      "NUMA nodes to keep pools on, e.g. 0 or 0,2-3 (threads elsewhere use the first); all by default"},
+    [PZ_OPT_SYSFS_ROOT] = {"SYSFS_ROOT", PZ_OK_PATH, 0, 0, 0, NULL,
+                           "directory read in place of /sys by the kernel probe (testing)"},
+    [PZ_OPT_PROC_ROOT] = {"PROC_ROOT", PZ_OK_PATH, 0, 0, 0, NULL,
+                          "directory read in place of /proc by the kernel probe (testing)"},
 };
 
 long long pz_opts[PZ_OPT__COUNT];
+const char *pz_opt_strs[PZ_OPT__COUNT];
+uint8_t pz_opt_sources[PZ_OPT__COUNT];
+
+const char *pz_opt_source_name(enum pz_opt_source s) {
+  static const char *const names[] = {"default", "environment", "default (invalid value ignored)",
+                                      "default (secure execution: environment ignored)"};
+  return names[s];
+}
+
+/* "all", or node numbers and ranges: "0", "0,2-3". */
+static int parse_nodes(const char *s, long long *out) {
+  if (!strcmp(s, "all") || !strcmp(s, "ALL")) {
+    *out = 0;
+    return 0;
+  }
+  unsigned long long mask = 0;
+  while (*s) {
+    unsigned a = 0, b;
+    if (*s < '0' || *s > '9') return -1;
+    while (*s >= '0' && *s <= '9' && a < 1000) a = a * 10 + (unsigned)(*s++ - '0');
+    b = a;
+    if (*s == '-') {
+      s++;
+      if (*s < '0' || *s > '9') return -1;
+      b = 0;
+      while (*s >= '0' && *s <= '9' && b < 1000) b = b * 10 + (unsigned)(*s++ - '0');
+    }
+    if (a > b || b >= 64) return -1;
+    for (unsigned k = a; k <= b; k++) mask |= 1ull << k;
+    if (*s == ',') s++;
+    else if (*s) return -1;
+  }
+  if (!mask) return -1;
+  *out = (long long)mask;
+  return 0;
+}
 
 static bool streq_ci(const char *a, const char *b) {
   for (; *a && *b; a++, b++) {
@@ -65,6 +113,11 @@ int pz_option_parse(const struct pz_option_desc *d, const char *s, long long *ou
       return 0;
     }
     return -1;
+  case PZ_OK_NODES: return parse_nodes(s, out);
+  case PZ_OK_PATH:
+    if (s[0] != '/') return -1; /* absolute paths only */
+    *out = 1;
+    return 0;
   case PZ_OK_ENUM:
     for (int i = 0; d->choices[i]; i++)
       if (streq_ci(s, d->choices[i])) {
@@ -116,12 +169,18 @@ static const char *kind_hint(const struct pz_option_desc *d, char *buf, size_t c
   case PZ_OK_COUNT:
     pz_snprintf(buf, cap, "a number from %lld to %lld", d->min, d->max);
     return buf;
+  case PZ_OK_NODES: return "all, or node numbers and ranges below 64, e.g. 0,2-3";
+  case PZ_OK_PATH: return "an absolute path";
   }
   return "";
 }
 
 int pz_options_load(char *const *envp, bool secure) {
-  for (int i = 0; i < PZ_OPT__COUNT; i++) pz_opts[i] = pz_option_table[i].def;
+  for (int i = 0; i < PZ_OPT__COUNT; i++) {
+    pz_opts[i] = pz_option_table[i].def;
+    pz_opt_strs[i] = NULL;
+    pz_opt_sources[i] = secure ? PZ_SRC_SECURE : PZ_SRC_DEFAULT;
+  }
   if (!envp || secure) return 0;
   int warnings = 0;
   for (char *const *e = envp; *e; e++) {
@@ -152,9 +211,12 @@ int pz_options_load(char *const *envp, bool secure) {
       pz_warn("PREZERO_%s=%s is not valid (expected %s); using the default", pz_option_table[found].name,
               eq + 1, kind_hint(&pz_option_table[found], hint, sizeof hint));
       warnings++;
+      pz_opt_sources[found] = PZ_SRC_INVALID;
       continue;
     }
     pz_opts[found] = val;
+    pz_opt_strs[found] = eq + 1;
+    pz_opt_sources[found] = PZ_SRC_ENV;
   }
   return warnings;
 }
@@ -164,6 +226,8 @@ void pz_options_print(void) {
     const struct pz_option_desc *d = &pz_option_table[i];
     if (d->kind == PZ_OK_ENUM)
       pz_log("option PREZERO_%s=%s", d->name, d->choices[pz_opts[i]]);
+    else if (d->kind == PZ_OK_PATH || d->kind == PZ_OK_NODES)
+      pz_log("option PREZERO_%s=%s", d->name, pz_opt_strs[i] ? pz_opt_strs[i] : (d->kind == PZ_OK_NODES ? "all" : ""));
     else
       pz_log("option PREZERO_%s=%lld", d->name, pz_opts[i]);
   }

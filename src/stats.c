@@ -55,6 +55,18 @@ void pz_stats_collect(struct prezero_stats *st) {
   st->busy_waits = ps.node.busy_waits;
   st->discarded_bytes = ps.node.discarded_bytes;
   read_smaps(st);
+  st->released_bytes = ps.node.released_bytes;
+  st->refaulted_bytes = ps.node.refaulted_bytes;
+  st->pressure_events = ps.node.pressure_events;
+  if (ps.pagemap_scan) {
+    st->pool_resident_bytes = ps.resident_bytes;
+    st->pool_huge_bytes = ps.huge_bytes;
+    st->huge_source = 1;
+  } else if (st->anon_bytes) { /* older kernels: the process's figures (smaps_rollup) */
+    st->pool_resident_bytes = st->anon_bytes;
+    st->pool_huge_bytes = st->anon_huge_bytes;
+    st->huge_source = 2;
+  }
   st->chunks_untouched = ps.chunks[PZ_CS_UNTOUCHED];
   st->chunks_ready = ps.chunks[PZ_CS_READY];
   st->chunks_dirty = ps.chunks[PZ_CS_DIRTY];
@@ -121,7 +133,12 @@ void pz_stats_print_fd(int fd) {
   line(fd, "waits for a worker batch", st.busy_waits, NULL);
   line(fd, "resident anonymous", st.anon_bytes, "B");
   line(fd, "  of which huge pages", st.anon_huge_bytes, "B");
+  line(fd, st.huge_source == 1 ? "pool resident (pagemap)" : "pool resident (smaps)", st.pool_resident_bytes, "B");
+  line(fd, "  of which huge pages", st.pool_huge_bytes, "B");
   line(fd, "bytes given back", st.discarded_bytes, "B");
+  line(fd, "  idle memory released", st.released_bytes, "B");
+  line(fd, "  faulted in again", st.refaulted_bytes, "B");
+  line(fd, "memory pressure events", st.pressure_events, NULL);
   line(fd, "large realloc by mremap", st.realloc_moved, NULL);
   line(fd, "large realloc in place", st.realloc_in_place, NULL);
   line(fd, "thread heaps", st.heaps, NULL);

@@ -18,6 +18,11 @@ PZ_EXPORT size_t prezero_malloc_usable_size(void *p) { return pz_usable_size(p);
 PZ_EXPORT void prezero_free_sized(void *p, size_t n) { pz_free_sized(p, n); }
 PZ_EXPORT void prezero_free_aligned_sized(void *p, size_t a, size_t n) { pz_free_aligned_sized(p, a, n); }
 PZ_EXPORT int prezero_malloc_trim(size_t pad) { return pz_trim(pad); }
+PZ_EXPORT size_t prezero_trim(void) {
+  if (atomic_load(&pz_init_state) != 2) return 0;
+  pz_heaps_collect_all();
+  return pz_chunk_trim(0);
+}
 PZ_EXPORT void prezero_stats_print(void) { pz_stats_print_fd(2); }
 PZ_EXPORT const char *prezero_version(void) { return "0.1.0"; }
 PZ_EXPORT int prezero_reserve(size_t bytes) {

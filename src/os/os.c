@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "kabi.h"
+#include <sys/ioctl.h>
 
 static void *sys_mmap(void *a, size_t l, int p, int f, int fd, off_t o) {
   return mmap(a, l, p, f, fd, o);
@@ -134,4 +136,40 @@ uint64_t pz_os_random(void) {
   }
   errno = saved;
   return v;
+}
+
+/* Resident and huge-page-mapped bytes of [p, p+len) by PAGEMAP_SCAN (6.7):
+ * one ioctl walks the page tables and returns ranges by category, without
+ * reading a text file. ENOTTY/EINVAL on older kernels: the caller falls back. */
+int pz_os_pagemap_huge(void *p, size_t len, size_t *present, size_t *huge) {
+  static _Atomic int fd_cache = -1;
+  int fd = atomic_load_explicit(&fd_cache, memory_order_relaxed);
+  if (fd < 0) {
+    char path[256];
+    pz_probe_path(PZ_ROOT_PROC, "/self/pagemap", path, sizeof path);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int expect = -1;
+    if (!atomic_compare_exchange_strong(&fd_cache, &expect, fd)) {
+      close(fd);
+      fd = expect;
+    }
+  }
+  struct page_region vec[64];
+  uint64_t start = (uintptr_t)p, end = start + len;
+  while (start < end) {
+    struct pm_scan_arg arg = {.size = sizeof arg, .start = start, .end = end, .vec = (uintptr_t)vec,
+                              .vec_len = 64, .category_anyof_mask = PAGE_IS_PRESENT,
+                              .return_mask = PAGE_IS_PRESENT | PAGE_IS_HUGE};
+    long n = ioctl(fd, PAGEMAP_SCAN, &arg);
+    if (n < 0) return errno;
+    for (long i = 0; i < n; i++) {
+      size_t bytes = (size_t)(vec[i].end - vec[i].start);
+      *present += bytes;
+      if (vec[i].categories & PAGE_IS_HUGE) *huge += bytes;
+    }
+    if (arg.walk_end <= start) break;
+    start = arg.walk_end;
+  }
+  return 0;
 }

@@ -22,6 +22,7 @@
  * pz_chunk_next_state() and nothing else changes a state.
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -101,6 +102,9 @@ void pz_pool_init(void) {
   }
 }
 
+/* Milliseconds, wrapping: only differences are used (idle times < 49 days). */
+static uint32_t now_ms(void) { return (uint32_t)(pz_os_now_ns() / 1000000u); }
+
 static struct pz_region *region_by_id(uint32_t id) {
   return atomic_load_explicit(&regions_by_id, memory_order_acquire)[id];
 }
@@ -164,8 +168,9 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   struct pz_region *r = pz_meta_alloc(sizeof *r);
   uint8_t *state = pz_meta_alloc(want);
   uint32_t *runlen = pz_meta_alloc(want * sizeof(uint32_t));
-  uint8_t *nohuge = pz_meta_alloc(want);
-  if (!r || !state || !runlen || !nohuge || !map_prepare(base, want)) {
+  uint8_t *nohuge = pz_meta_alloc(want), *released = pz_meta_alloc(want);
+  uint32_t *idle_since = pz_meta_alloc(want * sizeof(uint32_t));
+  if (!r || !state || !runlen || !nohuge || !released || !idle_since || !map_prepare(base, want)) {
     pz_os_unmap(base, want << PZ_CHUNK_SHIFT);
     return NULL; /* metadata lost (never freed); we are out of memory anyway */
   }
@@ -177,11 +182,13 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   r->state = state; /* zero = PZ_CS_UNTOUCHED */
   r->runlen = runlen;
   r->nohuge = nohuge;
+  r->released = released;
+  r->idle_since = idle_since;
   r->node = np->node;
   r->id = atomic_fetch_add(&region_ids, 1) + 1;
   atomic_load(&regions_by_id)[r->id] = r;
   r->next = np->regions;
-  np->regions = r;
+  __atomic_store_n(&np->regions, r, __ATOMIC_RELEASE); /* stats walk the list without the lock */
   np->count[PZ_CS_UNTOUCHED] += want;
   atomic_fetch_add(&regions_made, 1);
   atomic_fetch_add(&reserved_bytes, want << PZ_CHUNK_SHIFT);
@@ -346,6 +353,10 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     uint8_t s = r->state[i];
     ready += s == PZ_CS_READY;
     untouched += s == PZ_CS_UNTOUCHED;
+    if (r->released[i]) { /* given back earlier: this allocation faults it in again */
+      r->released[i] = 0;
+      if (s == PZ_CS_UNTOUCHED) np->st.refaulted_bytes += PZ_CHUNK_SIZE;
+    }
     if (s == PZ_CS_BUSY) { /* the worker finishes it (zero) and hands it over */
       transition(np, r, i, PZ_CE_TAKE);
       ready++;
@@ -416,12 +427,18 @@ size_t pz_chunk_run_len(const void *base) {
 
 /* Mark chunks [i, i+n) of r free and DIRTY (lock held). */
 static void release_range(struct pz_node_pool *np, struct pz_region *r, size_t i, size_t n) {
-  for (size_t k = 0; k < n; k++) transition(np, r, i + k, PZ_CE_FREE);
+  uint32_t now = now_ms();
+  for (size_t k = 0; k < n; k++) {
+    transition(np, r, i + k, PZ_CE_FREE);
+    r->idle_since[i + k] = now;
+  }
   pz_map_set_range(r->base + (i << PZ_CHUNK_SHIFT), n, PZ_MK_FREE, r->id);
 }
 
 /* Free resident memory (dirty + ready) is kept up to PREZERO_POOL_MAX per
- * node; a run freed beyond that is discarded while we still own it. */
+ * node; the workers give back what is above it once it has been idle for
+ * PREZERO_DECAY_MS. Without workers, a run freed beyond it is discarded at
+ * once, while we still own it. */
 static bool over_max(struct pz_node_pool *np, size_t adding) {
   size_t kept = __atomic_load_n(&np->count[PZ_CS_DIRTY], __ATOMIC_RELAXED) +
                 __atomic_load_n(&np->count[PZ_CS_READY], __ATOMIC_RELAXED) +
@@ -429,28 +446,37 @@ static bool over_max(struct pz_node_pool *np, size_t adding) {
   return ((kept + adding) << PZ_CHUNK_SHIFT) > (size_t)pz_opt(PZ_OPT_POOL_MAX);
 }
 
+static bool workers_usable(struct pz_node_pool *np) {
+  return pz_opt(PZ_OPT_ZERO) && atomic_load_explicit(&np->workers, memory_order_relaxed) != -2;
+}
+
 /* Free chunks [i, i+n) of r; `head` is the run's head and `keep` how many
  * chunks the run keeps (0 when the whole run goes). */
 static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, size_t n) {
   struct pz_node_pool *np = &pz_nodes[r->node];
   char *p = r->base + (i << PZ_CHUNK_SHIFT);
-  bool discard = over_max(np, n) && pz_os_discard(p, n << PZ_CHUNK_SHIFT) == 0;
+  bool workers = workers_usable(np), over = over_max(np, n);
+  bool discard = !workers && over && pz_os_discard(p, n << PZ_CHUNK_SHIFT) == 0;
   pthread_mutex_lock(&np->lock);
   if ((pz_map_get(r->base + (head << PZ_CHUNK_SHIFT)) & 15) == PZ_MK_SMALL) np->small_chunks -= n;
   r->runlen[head] = (uint32_t)keep;
   release_range(np, r, i, n);
   if (discard) {
-    for (size_t k = 0; k < n; k++) transition(np, r, i + k, PZ_CE_DISCARD);
+    for (size_t k = 0; k < n; k++) {
+      transition(np, r, i + k, PZ_CE_DISCARD);
+      r->released[i + k] = 1;
+    }
     np->st.discarded_bytes += n << PZ_CHUNK_SHIFT;
   }
   np->st.runs_free++;
   /* wake a worker for a batch, not for every chunk: a single chunk freed and
-   * allocated again at once is better zeroed inline than raced for */
-  bool work = !discard && pz_opt(PZ_OPT_ZERO) &&
-              (n > 1 || np->count[PZ_CS_DIRTY] >= (size_t)pz_opt(PZ_OPT_BATCH));
+   * allocated again at once is better zeroed inline than raced for; and
+   * for memory past the maximum, which it gives back once idle */
+  bool work = workers && (n > 1 || over || np->count[PZ_CS_DIRTY] >= (size_t)pz_opt(PZ_OPT_BATCH));
   if (work) wake_worker(np);
   pthread_mutex_unlock(&np->lock);
-  if (work) pz_workers_start(np->node);
+  /* running (not woken) also when the memory will only decay later */
+  if (work || (workers && pz_opt(PZ_OPT_RETAIN_MS))) pz_workers_start(np->node);
 }
 
 void pz_chunk_free(void *base) {
@@ -537,7 +563,7 @@ static size_t claim(struct pz_node_pool *np, enum pz_chunk_state s, size_t max, 
           transition(np, r, i + n, PZ_CE_CLAIM);
           n++;
         }
-        claims[nr++] = (struct pz_claim){r, i, n, s, false};
+        claims[nr++] = (struct pz_claim){r, i, n, s, false, false};
         got += n;
         i += n;
       }
@@ -565,34 +591,159 @@ void pz_pool_prepare(void) {
   pz_workers_start(np->node);
 }
 
+/* ---------------------------------------------------------------- release */
+
+/* Memory goes back to the kernel in whole blocks of the free page reporting
+ * size (at least a chunk), aligned to it: a smaller or unaligned release
+ * gives a hypervisor nothing and lets khugepaged fill it in again. */
+static size_t block_chunks(void) { return pz_release_align() >> PZ_CHUNK_SHIFT; }
+
+/* With the lock held: idle time of the block at chunk i of r in ms, or -1
+ * when some chunk of it is not free (or the block leaves the region). */
+static long block_idle(const struct pz_region *r, size_t i, size_t b, uint32_t now) {
+  if (i + b > r->nchunks) return -1;
+  long idle = LONG_MAX;
+  for (size_t k = i; k < i + b; k++) {
+    uint8_t st = r->state[k];
+    if (st != PZ_CS_DIRTY && st != PZ_CS_READY) return -1;
+    long t = (long)(uint32_t)(now - r->idle_since[k]);
+    if (t < idle) idle = t;
+  }
+  return idle;
+}
+
+/* First chunk index of r at a block boundary (blocks are aligned by address). */
+static size_t first_block(const struct pz_region *r, size_t b) {
+  size_t at = ((uintptr_t)r->base >> PZ_CHUNK_SHIFT) % b;
+  return at ? b - at : 0;
+}
+
+/* Free chunks in releasable blocks, idle for at least `ms` (lock held). */
+static size_t idle_chunks(struct pz_node_pool *np, uint32_t now, long ms) {
+  size_t b = block_chunks(), n = 0;
+  for (struct pz_region *r = np->regions; r; r = r->next)
+    for (size_t i = first_block(r, b); i + b <= r->nchunks; i += b)
+      if (block_idle(r, i, b, now) >= ms) n += b;
+  return n;
+}
+
+/* Claim up to n chunks (whole blocks idle for `ms`) to give back; dirty
+ * blocks before ready ones (a worker's zeroing is worth keeping). */
+static size_t claim_release(struct pz_node_pool *np, size_t n, long ms, struct pz_claim *claims,
+                            size_t nclaims) {
+  size_t b = block_chunks(), got = 0, nr = 0;
+  uint32_t now = now_ms();
+  for (int pass = 0; pass < 2; pass++)
+    for (struct pz_region *r = np->regions; r && got < n; r = r->next)
+      for (size_t i = first_block(r, b); i + b <= r->nchunks && got < n; i += b) {
+        if (block_idle(r, i, b, now) < ms) continue;
+        bool dirty = false;
+        for (size_t k = i; k < i + b; k++) dirty |= r->state[k] == PZ_CS_DIRTY;
+        if (pass == 0 && !dirty) continue;
+        struct pz_claim *last = nr ? &claims[nr - 1] : NULL;
+        if (last && last->region == r && last->start + last->n == i) {
+          last->n += b;
+          if (dirty) last->from = PZ_CS_DIRTY;
+        } else if (nr < nclaims) {
+          claims[nr++] = (struct pz_claim){r, i, b, dirty ? PZ_CS_DIRTY : PZ_CS_READY, true, true};
+        } else {
+          return nr;
+        }
+        for (size_t k = i; k < i + b; k++) transition(np, r, k, PZ_CE_CLAIM);
+        got += b;
+      }
+  return nr;
+}
+
+/* Memory limits, looked at no more than every 100 ms (not on any
+ * allocation path: only the workers do). Pressure: the cgroup is within
+ * 10% of its limit, or MemAvailable under 1/16 of the machine. Headroom:
+ * what pre-faulting may still add, leaving a quarter of the cgroup limit
+ * and an eighth of the machine free. */
+static void check_limits(struct pz_node_pool *np, size_t *headroom) {
+  size_t limit = pz_kernel.cgroup_max < pz_kernel.cgroup_high ? pz_kernel.cgroup_max : pz_kernel.cgroup_high;
+  size_t total, avail, room = SIZE_MAX;
+  bool pressure = false;
+  pz_probe_memory(&total, &avail);
+  if (total && avail) {
+    pressure |= avail < total / 16;
+    room = avail > total / 8 ? avail - total / 8 : 0;
+  }
+  if (limit != SIZE_MAX) {
+    size_t used = pz_probe_cgroup_usage();
+    pressure |= used > limit - limit / 10;
+    size_t cg = used < limit - limit / 4 ? limit - limit / 4 - used : 0;
+    if (cg < room) room = cg;
+  }
+  if (pressure && !np->pressure) np->st.pressure_events++;
+  np->pressure = pressure;
+  *headroom = room == SIZE_MAX ? SIZE_MAX : room >> PZ_CHUNK_SHIFT;
+}
+
 size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
   struct pz_node_pool *np = &pz_nodes[node];
   bool timed_out = false;
+  size_t headroom = SIZE_MAX;
   pthread_mutex_lock(&np->lock);
   for (;;) {
-    struct pz_plan plan = pz_worker_plan(np->count[PZ_CS_READY], np->count[PZ_CS_DIRTY],
-                                         np->count[PZ_CS_UNTOUCHED], min_ready_chunks(np),
-                                         (size_t)pz_opt(PZ_OPT_POOL_MAX) >> PZ_CHUNK_SHIFT,
-                                         (size_t)pz_opt(PZ_OPT_BATCH), np->forked);
+    uint64_t t = pz_os_now_ns();
+    if (t - np->limits_checked_ns > 100000000u) { /* files are read without the lock */
+      np->limits_checked_ns = t;
+      pthread_mutex_unlock(&np->lock);
+      check_limits(np, &headroom);
+      pthread_mutex_lock(&np->lock);
+    }
+    long decay = (long)pz_opt(PZ_OPT_DECAY_MS), retain = (long)pz_opt(PZ_OPT_RETAIN_MS);
+    uint32_t now = now_ms();
+    struct pz_plan_in in = {
+        .ready = np->count[PZ_CS_READY], .dirty = np->count[PZ_CS_DIRTY],
+        .untouched = np->count[PZ_CS_UNTOUCHED], .min_ready = min_ready_chunks(np),
+        .max_free = (size_t)pz_opt(PZ_OPT_POOL_MAX) >> PZ_CHUNK_SHIFT,
+        .batch = (size_t)pz_opt(PZ_OPT_BATCH), .report_batch = (size_t)pz_opt(PZ_OPT_REPORT_BATCH),
+        .idle_any = idle_chunks(np, now, 0), .headroom = headroom, .forked = np->forked,
+        .pressure = np->pressure};
+    in.idle_decay = idle_chunks(np, now, decay);
+    in.idle_retain = retain ? idle_chunks(np, now, retain) : 0;
+    struct pz_plan plan = pz_worker_plan(&in);
     if (!pz_opt(PZ_OPT_ZERO)) plan.what = PZ_PLAN_IDLE;
     if (plan.what != PZ_PLAN_DISCARD) np->forked = false; /* the inherited chunks are gone */
-    if (plan.what != PZ_PLAN_IDLE) {
+    if (plan.what == PZ_PLAN_RELEASE) {
+      /* the threshold that justifies n: memory past the maximum decays first */
+      size_t free = in.ready + in.dirty;
+      long ms = in.pressure ? 0 : (free > in.max_free && plan.n <= free - in.max_free && plan.n <= in.idle_decay) ? decay : retain;
+      size_t nr = claim_release(np, plan.n, ms, claims, nclaims);
+      if (nr) {
+        pthread_mutex_unlock(&np->lock);
+        return nr;
+      }
+    } else if (plan.what != PZ_PLAN_IDLE) {
       enum pz_chunk_state s = plan.what == PZ_PLAN_POPULATE ? PZ_CS_UNTOUCHED : PZ_CS_DIRTY;
       size_t nr = claim(np, s, plan.n, claims, nclaims);
       for (size_t k = 0; k < nr; k++) claims[k].discard = plan.what == PZ_PLAN_DISCARD;
       pthread_mutex_unlock(&np->lock);
       return nr;
     }
-    if (timed_out) { /* a second without work, and still none: leave; the next work restarts us */
+    /* Memory that will be given back once idle long enough keeps the worker
+     * (waking a few times per decay period); without it, it leaves. */
+    struct pz_plan_in later = in;
+    later.idle_decay = in.idle_any;
+    later.idle_retain = retain ? in.idle_any : 0;
+    later.pressure = false;
+    bool pending = pz_worker_plan(&later).what == PZ_PLAN_RELEASE;
+    if (timed_out && !pending) { /* a second without work, and still none: leave; the next work restarts us */
       int w = atomic_load(&np->workers);
       atomic_store(&np->workers, w > 1 ? w - 1 : 0);
       pthread_mutex_unlock(&np->lock);
       return SIZE_MAX;
     }
+    long wait_ms = 1000;
+    if (pending && decay / 4 < wait_ms) wait_ms = decay / 4 > 10 ? decay / 4 : 10;
     np->sleeping++;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 1;
+    ts.tv_nsec += (wait_ms % 1000) * 1000000;
+    ts.tv_sec += wait_ms / 1000 + ts.tv_nsec / 1000000000;
+    ts.tv_nsec %= 1000000000;
     int rc = pthread_cond_timedwait(&np->work, &np->lock, &ts);
     np->sleeping--;
     timed_out = rc == ETIMEDOUT; /* look at the plan once more before leaving */
@@ -615,7 +766,14 @@ void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, co
     const struct pz_claim *cl = &claims[c];
     enum pz_chunk_event done = !ok[c] ? PZ_CE_UNCLAIM : cl->discard ? PZ_CE_DISCARD : PZ_CE_ZEROED;
     for (size_t k = 0; k < cl->n; k++) {
-      uint8_t st = cl->region->state[cl->start + k];
+      size_t i = cl->start + k;
+      uint8_t st = cl->region->state[i];
+      if (ok[c] && cl->discard && st == PZ_CS_BUSY) cl->region->released[i] = 1;
+      if (ok[c] && !cl->discard && cl->from == PZ_CS_UNTOUCHED) {
+        cl->region->idle_since[i] = now_ms(); /* ready from now */
+        if (cl->region->released[i]) np->st.refaulted_bytes += PZ_CHUNK_SIZE;
+        cl->region->released[i] = 0;
+      }
       if (st == PZ_CS_TAKEN && !ok[c] && cl->from == PZ_CS_DIRTY) /* promised zero: keep it */
         pz_zero(cl->region->base + ((cl->start + k) << PZ_CHUNK_SHIFT), PZ_CHUNK_SIZE);
       if (done == PZ_CE_DISCARD && st == PZ_CS_TAKEN)
@@ -623,7 +781,10 @@ void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, co
       else
         transition(np, cl->region, cl->start + k, done);
     }
-    if (cl->discard && ok[c]) np->st.discarded_bytes += cl->n << PZ_CHUNK_SHIFT;
+    if (cl->discard && ok[c]) {
+      np->st.discarded_bytes += cl->n << PZ_CHUNK_SHIFT;
+      if (cl->release) np->st.released_bytes += cl->n << PZ_CHUNK_SHIFT;
+    }
     else if (ok[c]) {
       if (cl->from == PZ_CS_DIRTY) np->st.zeroed_bytes += cl->n << PZ_CHUNK_SHIFT;
       else np->st.populated_bytes += cl->n << PZ_CHUNK_SHIFT;
@@ -672,7 +833,7 @@ int pz_chunk_reserve(size_t bytes) {
       if (st != PZ_CS_UNTOUCHED && st != PZ_CS_DIRTY) continue;
       transition(np, r, cursor, PZ_CE_CLAIM);
       if (nc && c[nc - 1].from == st && c[nc - 1].start + c[nc - 1].n == cursor) c[nc - 1].n++;
-      else c[nc++] = (struct pz_claim){r, cursor, 1, (enum pz_chunk_state)st, false};
+      else c[nc++] = (struct pz_claim){r, cursor, 1, (enum pz_chunk_state)st, false, false};
     }
     pthread_mutex_unlock(&np->lock);
     bool ok[64] = {false}, all = true;
@@ -692,25 +853,29 @@ int pz_chunk_reserve(size_t bytes) {
 
 /* ---------------------------------------------------------------- trim */
 
+/* Give back free memory above max(keep, the low watermark) now, in
+ * releasable blocks, on the caller's thread (malloc_trim, prezero_trim). */
 size_t pz_chunk_trim(size_t keep) {
   size_t done = 0;
   for (unsigned node = 0; node < pz_topo.nnodes; node++) {
     struct pz_node_pool *np = &pz_nodes[node];
     for (;;) {
       pthread_mutex_lock(&np->lock);
-      if (((np->count[PZ_CS_DIRTY] + np->count[PZ_CS_READY]) << PZ_CHUNK_SHIFT) <= keep) {
-        pthread_mutex_unlock(&np->lock);
-        break;
-      }
-      struct pz_claim c;
-      size_t nr = claim(np, np->count[PZ_CS_DIRTY] ? PZ_CS_DIRTY : PZ_CS_READY, SIZE_MAX, &c, 1);
+      size_t floor = min_ready_chunks(np), want = (keep + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;
+      if (want < floor) want = floor;
+      size_t free = np->count[PZ_CS_DIRTY] + np->count[PZ_CS_READY];
+      struct pz_claim c[16];
+      size_t nr = free > want ? claim_release(np, free - want, 0, c, 16) : 0;
       pthread_mutex_unlock(&np->lock);
       if (!nr) break;
-      bool ok = pz_os_discard(c.region->base + (c.start << PZ_CHUNK_SHIFT), c.n << PZ_CHUNK_SHIFT) == 0;
-      c.discard = true; /* an allocation may have taken some of it meanwhile: complete hands over */
-      pz_pool_complete(node, &c, 1, &ok);
-      if (!ok) break;
-      done += c.n << PZ_CHUNK_SHIFT;
+      bool ok[16];
+      for (size_t k = 0; k < nr; k++) {
+        ok[k] = pz_os_discard(c[k].region->base + (c[k].start << PZ_CHUNK_SHIFT), c[k].n << PZ_CHUNK_SHIFT) == 0;
+        if (ok[k]) done += c[k].n << PZ_CHUNK_SHIFT;
+      }
+      /* an allocation may have taken some of it meanwhile: complete hands over */
+      pz_pool_complete(node, c, nr, ok);
+      if (!ok[0]) break;
     }
   }
   return done;
@@ -730,6 +895,16 @@ void pz_chunk_stats(struct pz_pool_stats *out) {
     out->workers += (size_t)atomic_load(&np->workers);
     pthread_mutex_unlock(&np->lock);
   }
+  /* huge-page coverage: regions are never unmapped nor unlinked, so the
+   * list is walked (and the page tables scanned) without the lock */
+  out->pagemap_scan = true;
+  for (unsigned node = 0; node < pz_topo.nnodes && out->pagemap_scan; node++)
+    for (struct pz_region *r = __atomic_load_n(&pz_nodes[node].regions, __ATOMIC_ACQUIRE); r; r = r->next)
+      if (pz_os_pagemap_huge(r->base, (size_t)r->nchunks << PZ_CHUNK_SHIFT, &out->resident_bytes,
+                             &out->huge_bytes) != 0) {
+        out->pagemap_scan = false;
+        break;
+      }
   out->regions = atomic_load(&regions_made);
   out->reserved_bytes = atomic_load(&reserved_bytes);
   out->thp_refused = atomic_load(&thp_refused);

@@ -25,25 +25,37 @@
 
 #include "internal.h"
 
-struct pz_plan pz_worker_plan(size_t ready, size_t dirty, size_t untouched, size_t min_ready,
-                              size_t max_ready, size_t batch, bool forked) {
+static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+struct pz_plan pz_worker_plan(const struct pz_plan_in *in) {
   struct pz_plan p = {PZ_PLAN_IDLE, 0};
-  if (!batch) return p;
-  if (forked && dirty) { /* measured: 40 forks of a busy parent took 22 s zeroing, 0.4 s discarding */
+  if (!in->batch) return p;
+  if (in->forked && in->dirty) { /* measured: 40 forks of a busy parent took 22 s zeroing, 0.4 s discarding */
     p.what = PZ_PLAN_DISCARD;
-    p.n = dirty; /* all of it, at once: cheap, no copy */
+    p.n = in->dirty; /* all of it, at once: cheap, no copy */
     return p;
   }
-  if (dirty && ready < max_ready) { /* recycling: freed memory becomes ready again */
-    size_t n = max_ready - ready;
-    p.what = PZ_PLAN_ZERO;
-    p.n = n < dirty ? n : dirty;
-  } else if (untouched && ready < min_ready) { /* reserve: fault fresh memory in */
-    size_t n = min_ready - ready;
-    p.what = PZ_PLAN_POPULATE;
-    p.n = n < untouched ? n : untouched;
+  size_t free = in->ready + in->dirty;
+  size_t over_max = free > in->max_free ? free - in->max_free : 0;
+  size_t over_min = free > in->min_ready ? free - in->min_ready : 0;
+  size_t give = in->pressure ? min_sz(over_min, in->idle_any)
+                             : min_sz(over_max, in->idle_decay) > min_sz(over_min, in->idle_retain)
+                                   ? min_sz(over_max, in->idle_decay)
+                                   : min_sz(over_min, in->idle_retain);
+  if (give && (give >= in->report_batch || in->pressure)) {
+    p.what = PZ_PLAN_RELEASE;
+    p.n = give;
+    return p;
   }
-  if (p.n > batch) p.n = batch;
+  size_t max_ready = in->pressure ? in->min_ready : in->max_free;
+  if (in->dirty && in->ready < max_ready) { /* recycling: freed memory becomes ready again */
+    p.what = PZ_PLAN_ZERO;
+    p.n = min_sz(max_ready - in->ready, in->dirty);
+  } else if (in->untouched && in->ready < in->min_ready && in->headroom) { /* reserve: fault fresh memory in */
+    p.what = PZ_PLAN_POPULATE;
+    p.n = min_sz(min_sz(in->min_ready - in->ready, in->untouched), in->headroom);
+  }
+  if (p.n > in->batch) p.n = in->batch;
   return p;
 }
 
@@ -76,6 +88,11 @@ static void *worker_main(void *arg) {
       size_t len = c[k].n << PZ_CHUNK_SHIFT;
       if (c[k].discard) {
         ok[k] = pz_os_discard(p, len) == 0;
+      } else if (c[k].from == PZ_CS_DIRTY && pz_kernel.kernel_prezeroes) {
+        /* the kernel zeroes freed pages itself: give the chunk back and
+         * fault in a page it has already zeroed */
+        ok[k] = pz_os_discard(p, len) == 0 && pz_populate(p, len);
+        if (!ok[k]) pz_zero(p, len), ok[k] = true;
       } else if (c[k].from == PZ_CS_DIRTY) {
         pz_zero(p, len);
         ok[k] = true;

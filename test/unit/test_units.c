@@ -131,42 +131,90 @@ static void chunk_state_machine(void **state) {
   assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_CLAIM), -1);
 }
 
+static struct pz_plan plan7(size_t ready, size_t dirty, size_t untouched, size_t min, size_t max,
+                             size_t batch, bool forked) {
+  struct pz_plan_in in = {.ready = ready, .dirty = dirty, .untouched = untouched, .min_ready = min,
+                          .max_free = max, .batch = batch, .report_batch = 8, .headroom = SIZE_MAX,
+                          .forked = forked};
+  return pz_worker_plan(&in);
+}
+
 static void worker_watermarks(void **state) {
   (void)state;
   struct pz_plan p;
   /* dirty memory is zeroed while ready is under the maximum, a batch at a time */
-  p = pz_worker_plan(0, 100, 500, 0, 512, 4, false);
+  p = plan7(0, 100, 500, 0, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_ZERO);
   assert_int_equal(p.n, 4);
-  p = pz_worker_plan(510, 100, 500, 0, 512, 4, false);
+  p = plan7(510, 100, 500, 0, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_ZERO);
   assert_int_equal(p.n, 2); /* up to the maximum, not past it */
-  p = pz_worker_plan(0, 3, 500, 0, 512, 8, false);
+  p = plan7(0, 3, 500, 0, 512, 8, false);
   assert_int_equal(p.n, 3);
   /* at the maximum: dirty chunks stay dirty */
-  p = pz_worker_plan(512, 100, 500, 0, 512, 4, false);
+  p = plan7(512, 100, 500, 0, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_IDLE);
   /* untouched memory is pre-faulted only up to the minimum (reserve) */
-  p = pz_worker_plan(0, 0, 500, 0, 512, 4, false);
+  p = plan7(0, 0, 500, 0, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_IDLE);
-  p = pz_worker_plan(10, 0, 500, 13, 512, 4, false);
+  p = plan7(10, 0, 500, 13, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_POPULATE);
   assert_int_equal(p.n, 3);
-  p = pz_worker_plan(10, 0, 2, 100, 512, 4, false);
+  p = plan7(10, 0, 2, 100, 512, 4, false);
   assert_int_equal(p.n, 2); /* no more untouched than there is */
-  p = pz_worker_plan(13, 0, 500, 13, 512, 4, false);
+  p = plan7(13, 0, 500, 13, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_IDLE);
   /* recycling comes before pre-faulting */
-  p = pz_worker_plan(0, 5, 500, 100, 512, 4, false);
+  p = plan7(0, 5, 500, 100, 512, 4, false);
   assert_int_equal(p.what, PZ_PLAN_ZERO);
-  p = pz_worker_plan(0, 5, 500, 100, 512, 0, false);
+  p = plan7(0, 5, 500, 100, 512, 0, false);
   assert_int_equal(p.what, PZ_PLAN_IDLE);
   /* a forked child gives inherited dirty chunks back, all at once, before anything else */
-  p = pz_worker_plan(0, 100, 500, 100, 512, 4, true);
+  p = plan7(0, 100, 500, 100, 512, 4, true);
   assert_int_equal(p.what, PZ_PLAN_DISCARD);
   assert_int_equal(p.n, 100);
-  p = pz_worker_plan(0, 0, 500, 10, 512, 4, true); /* none left: plan as usual */
+  p = plan7(0, 0, 500, 10, 512, 4, true); /* none left: plan as usual */
   assert_int_equal(p.what, PZ_PLAN_POPULATE);
+  /* returning memory: what is above the maximum once idle past the decay,
+   * what is above the minimum once idle past the retention, in batches */
+  struct pz_plan_in in = {.ready = 30, .dirty = 70, .min_ready = 10, .max_free = 64, .batch = 4,
+                          .report_batch = 8, .headroom = SIZE_MAX};
+  p = pz_worker_plan(&in); /* nothing idle long enough yet: recycle */
+  assert_int_equal(p.what, PZ_PLAN_ZERO);
+  in.idle_decay = in.idle_any = 100;
+  p = pz_worker_plan(&in);
+  assert_int_equal(p.what, PZ_PLAN_RELEASE);
+  assert_int_equal(p.n, 36); /* down to the maximum */
+  in.idle_decay = 20; /* only some of it idle that long */
+  p = pz_worker_plan(&in);
+  assert_int_equal(p.n, 20);
+  in.idle_decay = 5; /* less than a reporting batch: wait */
+  p = pz_worker_plan(&in);
+  assert_int_equal(p.what, PZ_PLAN_ZERO);
+  in.idle_retain = 100; /* idle past the retention too: down to the minimum */
+  p = pz_worker_plan(&in);
+  assert_int_equal(p.what, PZ_PLAN_RELEASE);
+  assert_int_equal(p.n, 90);
+  in.idle_retain = 0;
+  in.pressure = true; /* memory is short: down to the minimum now, any amount */
+  p = pz_worker_plan(&in);
+  assert_int_equal(p.what, PZ_PLAN_RELEASE);
+  assert_int_equal(p.n, 90);
+  in.ready = 12, in.dirty = 0, in.idle_any = 12;
+  p = pz_worker_plan(&in);
+  assert_int_equal(p.n, 2);
+  /* pre-faulting stays within the headroom the limits leave */
+  struct pz_plan_in fresh = {.ready = 0, .untouched = 500, .min_ready = 100, .max_free = 512, .batch = 64,
+                             .report_batch = 8, .headroom = 3};
+  p = pz_worker_plan(&fresh);
+  assert_int_equal(p.what, PZ_PLAN_POPULATE);
+  assert_int_equal(p.n, 3);
+  fresh.headroom = 0;
+  assert_int_equal(pz_worker_plan(&fresh).what, PZ_PLAN_IDLE);
+  /* under pressure, dirty memory is zeroed only up to the minimum */
+  struct pz_plan_in tight = {.ready = 10, .dirty = 5, .min_ready = 10, .max_free = 512, .batch = 4,
+                             .report_batch = 8, .headroom = SIZE_MAX, .pressure = true};
+  assert_int_equal(pz_worker_plan(&tight).what, PZ_PLAN_IDLE);
 }
 
 static void zero_methods_zero(void **state) {
@@ -203,7 +251,7 @@ static void readme_documents_every_option(void **state) {
   assert_non_null(path);
   FILE *f = fopen(path, "r");
   assert_non_null(f);
-  static char text[1 << 16];
+  static char text[1 << 18];
   size_t n = fread(text, 1, sizeof text - 1, f);
   fclose(f);
   text[n] = 0;
