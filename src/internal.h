@@ -165,7 +165,8 @@ struct pz_kernel {
   size_t page_size;
   unsigned ncpus;
   bool populate_write;    /* MADV_POPULATE_WRITE works (5.14) */
-  bool collapse;          /* MADV_COLLAPSE is known (6.1) */
+  int collapse;           /* MADV_COLLAPSE works (6.1); -1 until pz_probe_collapse() */
+  bool pagemap_scan;      /* the PAGEMAP_SCAN ioctl works (6.7) */
   int uffd;               /* userfaultfd(2): 0 works, else its errno (ENOSYS, EPERM) */
   int uffd_user_mode;     /* ... with UFFD_USER_MODE_ONLY */
   bool uffd_dev;          /* /dev/userfaultfd exists */
@@ -197,6 +198,7 @@ PZ_HIDDEN void pz_probe_memory(size_t *total, size_t *available);
 PZ_HIDDEN size_t pz_probe_cgroup_usage(void);
 /* Alignment of ranges given back: 2 MiB or the page reporting order's. */
 PZ_HIDDEN size_t pz_release_align(void);
+PZ_HIDDEN bool pz_probe_collapse(void); /* tries it once (a 2 MiB collapse) */
 
 /* ==================================================================== options.c
  * One table; values read from environ without allocating. */
@@ -327,6 +329,7 @@ struct pz_node_pool {
   bool forked;            /* child after fork: inherited dirty chunks are shared copy-on-write */
   bool pressure;          /* the last look at the memory limits found them close */
   uint64_t limits_checked_ns;
+  size_t headroom;        /* chunks the limits let workers pre-fault (SIZE_MAX: no limit) */
   _Atomic int fork_defer; /* child after fork: chunk frees before workers may start */
   _Atomic int workers;    /* started (0 after fork: restarted lazily) */
   struct pz_node_stats st;

@@ -70,8 +70,13 @@ void pz_init_slow(void) {
   while (atomic_load_explicit(&pz_init_state, memory_order_acquire) != 2) sched_yield();
 }
 
+/* Defined by tools that link the core only to inspect it (prezero-info):
+ * they get the probe and options, but no pool preparation at start. */
+extern const int pz_inspect_only __attribute__((weak));
+
 __attribute__((constructor)) static void pz_constructor(void) {
   pz_ensure_init();
+  if (&pz_inspect_only != NULL) return;
   if (!options_from_env && environ) { /* init ran before environ was set */
     load_options();
     pz_zero_select((int)pz_opt(PZ_OPT_ZERO_METHOD) - 1);

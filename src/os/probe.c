@@ -18,9 +18,11 @@
 #include "internal.h"
 #include "kabi.h"
 
-struct pz_kernel pz_kernel = {.thp_enabled = PZ_THP_UNKNOWN, .thp_defrag = PZ_THP_UNKNOWN,
-                              .page_size = 4096, .ncpus = 1, .reporting_order = -1,
-                              .cgroup_max = SIZE_MAX, .cgroup_high = SIZE_MAX};
+#define KERNEL_UNKNOWN                                                                             \
+  {.thp_enabled = PZ_THP_UNKNOWN, .thp_defrag = PZ_THP_UNKNOWN, .page_size = 4096, .ncpus = 1,        \
+   .reporting_order = -1, .collapse = -1, .unprivileged_uffd = -1, .cgroup_max = SIZE_MAX,           \
+   .cgroup_high = SIZE_MAX}
+struct pz_kernel pz_kernel = KERNEL_UNKNOWN;
 
 const char *pz_thp_mode_name(enum pz_thp_mode m) {
   static const char *const names[] = {"always", "madvise", "never", "defer", "defer+madvise",
@@ -140,9 +142,6 @@ static void probe_madvise(void) {
   if (scratch == MAP_FAILED) return;
   int saved = errno;
   pz_kernel.populate_write = pz_os.madvise(scratch, len, MADV_POPULATE_WRITE) == 0;
-  /* on a range too small to hold a huge page, a kernel that knows the
-   * advice succeeds without doing anything */
-  pz_kernel.collapse = pz_os.madvise(scratch, len, MADV_COLLAPSE) == 0;
   errno = saved;
   pz_os.munmap(scratch, len);
 }
@@ -290,6 +289,25 @@ static void probe_cgroup(void) {
   }
 }
 
+/* MADV_COLLAPSE (6.1) answers EINVAL both when it is unknown and when the
+ * range cannot hold a huge page, so the only clear test collapses a real
+ * 2 MiB page: a fault's worth of work, done on demand, not at start. */
+bool pz_probe_collapse(void) {
+  if (pz_kernel.collapse >= 0) return pz_kernel.collapse;
+  int saved = errno;
+  char *m = pz_os.mmap(NULL, 2 * PZ_CHUNK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  pz_kernel.collapse = 0;
+  if (m != MAP_FAILED) {
+    char *a = (char *)pz_align_up((uintptr_t)m, PZ_CHUNK_SIZE);
+    a[0] = 1;
+    int r = pz_os.madvise(a, PZ_CHUNK_SIZE, MADV_COLLAPSE);
+    pz_kernel.collapse = r == 0 || errno == EAGAIN || errno == ENOMEM; /* known; resources aside */
+    pz_os.munmap(m, 2 * PZ_CHUNK_SIZE);
+  }
+  errno = saved;
+  return pz_kernel.collapse;
+}
+
 void pz_probe_memory(size_t *total, size_t *available) {
   char buf[2048];
   *total = *available = 0;
@@ -304,6 +322,8 @@ size_t pz_probe_cgroup_usage(void) {
 }
 
 void pz_probe_kernel(void) {
+  static const struct pz_kernel unknown = KERNEL_UNKNOWN;
+  pz_kernel = unknown;
   long ps = sysconf(_SC_PAGESIZE);
   pz_kernel.page_size = ps > 0 ? (size_t)ps : 4096;
   /* CPUs we may run on, by raw syscall (sysconf may read files via stdio) */
@@ -319,6 +339,9 @@ void pz_probe_kernel(void) {
   probe_reporting();
   probe_cgroup();
   pz_probe_memory(&pz_kernel.mem_total, &pz_kernel.mem_available);
+  size_t present = 0, huge = 0; /* PAGEMAP_SCAN (6.7): on our own stack page */
+  pz_kernel.pagemap_scan = pz_os_pagemap_huge((void *)((uintptr_t)&present & ~(uintptr_t)4095), 4096,
+                                              &present, &huge) == 0;
   pz_kernel.thp_usable = pz_kernel.pmd_size == PZ_CHUNK_SIZE &&
                          (pz_kernel.thp_enabled == PZ_THP_ALWAYS || pz_kernel.thp_enabled == PZ_THP_MADVISE);
 }

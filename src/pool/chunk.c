@@ -99,6 +99,7 @@ void pz_pool_init(void) {
     pthread_cond_init(&np->work, NULL);
     pthread_cond_init(&np->done, NULL);
     np->node = n;
+    np->headroom = SIZE_MAX;
   }
 }
 
@@ -683,24 +684,27 @@ static void check_limits(struct pz_node_pool *np, size_t *headroom) {
 size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
   struct pz_node_pool *np = &pz_nodes[node];
   bool timed_out = false;
-  size_t headroom = SIZE_MAX;
   pthread_mutex_lock(&np->lock);
   for (;;) {
     uint64_t t = pz_os_now_ns();
     if (t - np->limits_checked_ns > 100000000u) { /* files are read without the lock */
       np->limits_checked_ns = t;
       pthread_mutex_unlock(&np->lock);
+      size_t headroom;
       check_limits(np, &headroom);
       pthread_mutex_lock(&np->lock);
+      np->headroom = headroom;
     }
     long decay = (long)pz_opt(PZ_OPT_DECAY_MS), retain = (long)pz_opt(PZ_OPT_RETAIN_MS);
     uint32_t now = now_ms();
     struct pz_plan_in in = {
         .ready = np->count[PZ_CS_READY], .dirty = np->count[PZ_CS_DIRTY],
-        .untouched = np->count[PZ_CS_UNTOUCHED], .min_ready = min_ready_chunks(np),
+        .untouched = np->count[PZ_CS_UNTOUCHED],
+        /* under pressure only an explicit reserve is kept, not POOL_MIN */
+        .min_ready = np->pressure ? np->reserve : min_ready_chunks(np),
         .max_free = (size_t)pz_opt(PZ_OPT_POOL_MAX) >> PZ_CHUNK_SHIFT,
         .batch = (size_t)pz_opt(PZ_OPT_BATCH), .report_batch = (size_t)pz_opt(PZ_OPT_REPORT_BATCH),
-        .idle_any = idle_chunks(np, now, 0), .headroom = headroom, .forked = np->forked,
+        .idle_any = idle_chunks(np, now, 0), .headroom = np->headroom, .forked = np->forked,
         .pressure = np->pressure};
     in.idle_decay = idle_chunks(np, now, decay);
     in.idle_retain = retain ? idle_chunks(np, now, retain) : 0;
@@ -719,7 +723,11 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
     } else if (plan.what != PZ_PLAN_IDLE) {
       enum pz_chunk_state s = plan.what == PZ_PLAN_POPULATE ? PZ_CS_UNTOUCHED : PZ_CS_DIRTY;
       size_t nr = claim(np, s, plan.n, claims, nclaims);
-      for (size_t k = 0; k < nr; k++) claims[k].discard = plan.what == PZ_PLAN_DISCARD;
+      for (size_t k = 0; k < nr; k++) {
+        claims[k].discard = plan.what == PZ_PLAN_DISCARD;
+        if (plan.what == PZ_PLAN_POPULATE) /* until the limits are read again */
+          np->headroom -= np->headroom == SIZE_MAX ? 0 : claims[k].n < np->headroom ? claims[k].n : np->headroom;
+      }
       pthread_mutex_unlock(&np->lock);
       return nr;
     }
@@ -730,14 +738,19 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
     later.idle_retain = retain ? in.idle_any : 0;
     later.pressure = false;
     bool pending = pz_worker_plan(&later).what == PZ_PLAN_RELEASE;
-    if (timed_out && !pending) { /* a second without work, and still none: leave; the next work restarts us */
+    /* a batch or more of memory that pressure would take back (all but an
+     * explicit reserve) keeps a worker looking at the limits, four times a
+     * second; less is not worth the wake-ups */
+    bool watch = in.ready + in.dirty >= np->reserve + in.report_batch && pz_opt(PZ_OPT_ZERO);
+    if (timed_out && !pending && !watch) { /* a second without work, and still none: leave; the next work restarts us */
       int w = atomic_load(&np->workers);
       atomic_store(&np->workers, w > 1 ? w - 1 : 0);
       pthread_mutex_unlock(&np->lock);
       return SIZE_MAX;
     }
-    long wait_ms = 1000;
-    if (pending && decay / 4 < wait_ms) wait_ms = decay / 4 > 10 ? decay / 4 : 10;
+    /* while memory is pending, look ten times a second (also at the limits:
+     * another process may need the memory) */
+    long wait_ms = pending ? (decay / 4 < 100 ? (decay / 4 > 10 ? decay / 4 : 10) : 100) : watch ? 250 : 1000;
     np->sleeping++;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
