@@ -410,6 +410,11 @@ struct pz_plan_in {
  * memory is under the high watermark; then fresh chunks are pre-faulted up
  * to the low one, within the headroom. */
 PZ_HIDDEN struct pz_plan pz_worker_plan(const struct pz_plan_in *in);
+/* Tests only: called by a worker right after it claimed chunks (they are
+ * BUSY), so a test can hold it there and race allocations, fork and trim
+ * against it. NULL in programs. */
+enum { PZ_HOOK_WORKER_CLAIMED = 1 };
+PZ_HIDDEN extern void (*volatile pz_test_hook)(int where);
 /* Start the node's workers if not running. False when none could start. */
 PZ_HIDDEN bool pz_workers_start(unsigned node);
 

@@ -59,6 +59,8 @@ struct pz_plan pz_worker_plan(const struct pz_plan_in *in) {
   return p;
 }
 
+void (*volatile pz_test_hook)(int where);
+
 static uint64_t thread_cpu_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -81,6 +83,7 @@ static void *worker_main(void *arg) {
   for (;;) {
     size_t n = pz_pool_claim(node, c, 16);
     if (n == SIZE_MAX) return NULL; /* idle for a while: this worker has left the pool */
+    if (PZ_UNLIKELY(pz_test_hook != NULL)) pz_test_hook(PZ_HOOK_WORKER_CLAIMED);
     uint64_t cpu0 = thread_cpu_ns(), wall0 = pz_os_now_ns();
     size_t bytes = 0;
     for (size_t k = 0; k < n; k++) {

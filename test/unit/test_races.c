@@ -1,0 +1,158 @@
+/* Races between allocations and the pool workers, driven by a test hook
+ * that holds a worker right after it claimed chunks (BUSY): an allocation
+ * that needs them takes them over (TAKEN) and gets them zero; fork while a
+ * worker holds chunks leaves the child able to allocate them; trim skips
+ * them and returns them once the worker is done. */
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+#define MiB ((size_t)1 << 20)
+static sem_t claimed, go;
+static _Atomic int hold; /* hold the next claim */
+
+static void hook(int where) {
+  if (where != PZ_HOOK_WORKER_CLAIMED || !atomic_exchange(&hold, 0)) return;
+  sem_post(&claimed);
+  sem_wait(&go);
+}
+
+static struct pz_node_pool *np0(void) { return &pz_nodes[0]; }
+
+static size_t count(int s) {
+  pthread_mutex_lock(&np0()->lock);
+  size_t n = np0()->count[s];
+  pthread_mutex_unlock(&np0()->lock);
+  return n;
+}
+
+/* Free a dirty run of n chunks and wait until the worker holds some of it. */
+static void worker_holds_dirty(size_t n) {
+  char *p = pz_malloc(n * PZ_CHUNK_SIZE);
+  assert_non_null(p);
+  memset(p, 0xab, n * PZ_CHUNK_SIZE);
+  atomic_store(&hold, 1);
+  pz_free(p); /* a run of several chunks wakes a worker */
+  assert_int_equal(sem_wait(&claimed), 0);
+  assert_true(count(PZ_CS_BUSY) > 0);
+}
+
+static void release_worker(void) {
+  sem_post(&go);
+  for (int i = 0; i < 2000 && count(PZ_CS_BUSY) + count(PZ_CS_TAKEN); i++) usleep(1000);
+  assert_int_equal(count(PZ_CS_BUSY), 0);
+  assert_int_equal(count(PZ_CS_TAKEN), 0);
+}
+
+static int setup(void **state) {
+  (void)state;
+  sem_init(&claimed, 0, 0);
+  sem_init(&go, 0, 0);
+  pz_ensure_init();
+  pz_test_hook = hook;
+  return 0;
+}
+
+/* Wake the waiting allocation until it has taken the worker's chunks
+ * over (TAKEN), then let the worker finish. */
+static void *nudge_then_release(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 2000 && count(PZ_CS_TAKEN) == 0; i++) {
+    pthread_mutex_lock(&np0()->lock);
+    pthread_cond_broadcast(&np0()->done);
+    pthread_mutex_unlock(&np0()->lock);
+    usleep(1000);
+  }
+  sem_post(&go);
+  return NULL;
+}
+
+static size_t free_chunks(void) {
+  return count(PZ_CS_UNTOUCHED) + count(PZ_CS_READY) + count(PZ_CS_DIRTY);
+}
+
+static void allocation_takes_over_busy_chunks(void **state) {
+  (void)state;
+  const size_t n = 16;
+  char *p = pz_malloc(n * PZ_CHUNK_SIZE);
+  assert_non_null(p);
+  memset(p, 0xab, n * PZ_CHUNK_SIZE);
+  /* take every other free chunk, so that the only run of n is p's */
+  size_t nfill = free_chunks();
+  void **fill = calloc(nfill, sizeof *fill);
+  for (size_t i = 0; i < nfill; i++) {
+    fill[i] = pz_chunk_alloc(1, 0, 0, PZ_MK_LARGE, NULL, NULL);
+    assert_non_null(fill[i]);
+  }
+  assert_int_equal(free_chunks(), 0);
+  atomic_store(&hold, 1);
+  pz_free(p);
+  assert_int_equal(sem_wait(&claimed), 0);
+  assert_true(count(PZ_CS_BUSY) > 0 && count(PZ_CS_BUSY) < n);
+  size_t waits0 = np0()->st.busy_waits;
+  pthread_t t;
+  pthread_create(&t, NULL, nudge_then_release, NULL);
+  unsigned char *q = pz_calloc(1, n * PZ_CHUNK_SIZE);
+  pthread_join(t, NULL);
+  assert_ptr_equal(q, p); /* the same run: the busy part was handed over */
+  for (size_t i = 0; i < n * PZ_CHUNK_SIZE; i += 512)
+    if (q[i]) fail_msg("byte %zu of the taken-over run is 0x%x, not zero", i, q[i]);
+  assert_true(np0()->st.busy_waits > waits0);
+  assert_int_equal(count(PZ_CS_BUSY), 0);
+  assert_int_equal(count(PZ_CS_TAKEN), 0);
+  pz_free(q);
+  for (size_t i = 0; i < nfill; i++) pz_chunk_free(fill[i]);
+  free(fill);
+  pz_chunk_trim(0);
+}
+
+static void fork_while_worker_holds_chunks(void **state) {
+  (void)state;
+  worker_holds_dirty(16);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) { /* the worker did not come along: its chunks are dirty again, usable */
+    int bad = count(PZ_CS_BUSY) != 0 || count(PZ_CS_TAKEN) != 0;
+    unsigned char *q = pz_calloc(1, 16 * PZ_CHUNK_SIZE);
+    for (size_t i = 0; q && i < 16 * PZ_CHUNK_SIZE; i += 4096) bad |= q[i] != 0;
+    _exit(q && !bad ? 0 : 1);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  release_worker();
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  pz_chunk_trim(0);
+}
+
+static void trim_skips_busy_chunks(void **state) {
+  (void)state;
+  worker_holds_dirty(16);
+  size_t busy = count(PZ_CS_BUSY);
+  pz_chunk_trim(0); /* gives back what is not held */
+  assert_int_equal(count(PZ_CS_BUSY), busy);
+  assert_int_equal(count(PZ_CS_DIRTY), 0);
+  release_worker(); /* the worker finishes: its chunks are ready */
+  assert_int_equal(count(PZ_CS_READY), busy);
+  pz_chunk_trim(0);
+  assert_int_equal(count(PZ_CS_READY) + count(PZ_CS_DIRTY), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(allocation_takes_over_busy_chunks),
+      cmocka_unit_test(fork_while_worker_holds_chunks),
+      cmocka_unit_test(trim_skips_busy_chunks),
+  };
+  return cmocka_run_group_tests(tests, setup, NULL);
+}
