@@ -28,7 +28,8 @@ static void *consumer(void *a) {
   for (;;) {
     long t = atomic_load(&tail);
     if (t == atomic_load(&head)) {
-      if (atomic_load(&done)) break;
+      /* done is set after the last push: look at head once more after it */
+      if (atomic_load(&done) && t == atomic_load(&head)) break;
       continue;
     }
     void *p = atomic_exchange(&q[t % Q], NULL);
