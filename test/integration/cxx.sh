@@ -236,7 +236,10 @@ int main() {
         if (m->text.compare(0, want.size(), want) != 0) fail("message text damaged");
         for (auto v : m->data) if (v != uint64_t(m->from) * 1000003u + uint64_t(m->seq)) { fail("message data damaged"); break; }
         checksum += m->seq + m->from;
-        if (++consumed >= long(producers) * per) qcv.notify_all();
+        if (++consumed >= long(producers) * per) { // under the lock: a waiter between its check and its wait must not miss it
+          std::lock_guard<std::mutex> g(qmu);
+          qcv.notify_all();
+        }
         // m (allocated by a producer) is deleted here, in a consumer.
       }
       results[size_t(4 + t)] = containers(uint64_t(t) + 200, 4000);
