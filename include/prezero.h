@@ -82,8 +82,17 @@ struct prezero_stats {
   uint64_t pool_resident_bytes;    /* now: resident memory in prezero's chunks */
   uint64_t pool_huge_bytes;        /* now: of which mapped by huge pages */
   int huge_source;                 /* how the two above were measured: 1 PAGEMAP_SCAN, 2 smaps, 0 not */
+  /* version 4: mmaps */
+  uint64_t mmap_served;            /* mmaps that got ready chunks (PREZERO_MMAP) */
+  uint64_t mmap_ready_bytes;       /* ... bytes moved in ready */
 };
-#define PREZERO_STATS_VERSION 3
+#define PREZERO_STATS_VERSION 4
+
+/* Fault [ptr, ptr+len) in (writable, resident) with helper threads on the
+ * calling thread's NUMA node, without changing its contents (rounded out to
+ * whole pages). For memory from prezero or any private writable mapping.
+ * Returns 0, or -1 with errno ENOMEM (the kernel refused) or EINVAL. */
+PREZERO_API int prezero_populate(void *ptr, size_t len);
 
 /* Give free memory above the low watermark (PREZERO_POOL_MIN or the
  * reserve) back to the kernel now; returns the bytes given back. */

@@ -220,12 +220,18 @@ enum pz_opt {
   PZ_OPT_DECAY_MS,         /* count: ms free memory above POOL_MAX stays before release */
   PZ_OPT_RETAIN_MS,        /* count: ms free memory above POOL_MIN stays (0: forever) */
   PZ_OPT_REPORT_BATCH,     /* count: chunks released at least per batch */
+  PZ_OPT_MMAP,             /* bool: serve large anonymous mmaps from ready chunks */
+  PZ_OPT_MMAP_THRESHOLD,   /* size: from this length */
+  PZ_OPT_POPULATE,         /* enum off|eager|lazy: populate large allocations */
+  PZ_OPT_POPULATE_MIN,     /* size: least work per population helper */
+  PZ_OPT_POPULATE_THREADS, /* count: most helpers (0: the node's CPUs) */
   PZ_OPT_NODES,            /* node list as a bit mask (0: every node) */
   PZ_OPT_SYSFS_ROOT,       /* path: where /sys is read (tests present fake kernels) */
   PZ_OPT_PROC_ROOT,        /* path: where /proc is read */
   PZ_OPT__COUNT
 };
 enum { PZ_THP_OPT_AUTO = 0, PZ_THP_OPT_ALWAYS = 1, PZ_THP_OPT_NEVER = 2 };
+enum { PZ_POP_OFF = 0, PZ_POP_EAGER = 1, PZ_POP_LAZY = 2 };
 /* NODES: "0,2-3" -> bit mask; PATH: the value itself (points into environ) */
 enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM, PZ_OK_COUNT, PZ_OK_NODES, PZ_OK_PATH };
 enum pz_opt_source { PZ_SRC_DEFAULT, PZ_SRC_ENV, PZ_SRC_INVALID, PZ_SRC_SECURE };
@@ -418,6 +424,12 @@ PZ_HIDDEN extern void (*volatile pz_test_hook)(int where);
 /* Start the node's workers if not running. False when none could start. */
 PZ_HIDDEN bool pz_workers_start(unsigned node);
 
+/* ==================================================================== pool/populate.c
+ * Fault [p, p+len) in with helper threads pinned to `node`, never changing
+ * a byte. Eager waits; lazy returns at once and leaves the work to detached
+ * helpers. False when the kernel refused memory (eager only). */
+PZ_HIDDEN bool pz_populate_parallel(void *p, size_t len, unsigned node, bool lazy);
+
 /* ==================================================================== meta.c
  * Internal metadata memory (heaps, region arrays, map leaves): bump
  * allocation from mapped blocks, never freed. Zeroed. */
@@ -609,6 +621,14 @@ PZ_HIDDEN void *pz_large_alloc(size_t size, size_t align, bool zero);
 PZ_HIDDEN void pz_large_free(void *p);
 PZ_HIDDEN void *pz_large_realloc(void *p, size_t size);
 PZ_HIDDEN size_t pz_large_usable(const void *p);
+/* mmap(2) for PREZERO_MMAP: large private anonymous read/write mappings get
+ * their first part from ready chunks (moved in with mremap: the result is
+ * one ordinary mapping); everything else is passed to the kernel. */
+PZ_HIDDEN void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+/* Move up to `max` ready chunks (one run) to dst, as the head of a mapping
+ * of dst_len bytes replacing [dst, dst+dst_len). Returns chunks moved (0:
+ * none ready, or the move failed and nothing changed). */
+PZ_HIDDEN size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len);
 
 /* ==================================================================== stats.c */
 struct pz_gstats {
@@ -616,6 +636,7 @@ struct pz_gstats {
   _Atomic size_t calloc_large_skipped, calloc_large_zeroed;
   _Atomic size_t realloc_moved_pages, realloc_in_place, realloc_copied;
   _Atomic size_t oom;
+  _Atomic size_t mmap_served, mmap_moved_bytes;
 };
 PZ_HIDDEN extern struct pz_gstats pz_gstats;
 PZ_HIDDEN void pz_stats_collect(struct prezero_stats *st);

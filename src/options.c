@@ -8,6 +8,7 @@
 #include "internal.h"
 
 static const char *const thp_choices[] = {"auto", "always", "never", NULL};
+static const char *const populate_choices[] = {"off", "eager", "lazy", NULL};
 static const char *const zero_choices[] = {"auto", "memset", "sse2", "avx2", "clzero", NULL};
 
 const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
@@ -45,6 +46,16 @@ const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
                           "milliseconds free memory above POOL_MIN stays idle before it goes back to the kernel (0: kept)"},
     [PZ_OPT_REPORT_BATCH] = {"REPORT_BATCH", PZ_OK_COUNT, 8, 1, 1 << 20, NULL,
                              "fewest chunks (2 MiB) given back to the kernel at once, in ranges aligned for free page reporting"},
+    [PZ_OPT_MMAP] = {"MMAP", PZ_OK_BOOL, 1, 0, 1, NULL,
+                     "serve large private anonymous read/write mmaps partly from ready chunks (moved in, no copy)"},
+    [PZ_OPT_MMAP_THRESHOLD] = {"MMAP_THRESHOLD", PZ_OK_SIZE, 32 << 20, 2 << 20, 1LL << 50, NULL,
+                               "smallest mmap served from the pool"},
+    [PZ_OPT_POPULATE] = {"POPULATE", PZ_OK_ENUM, PZ_POP_OFF, 0, 2, populate_choices,
+                         "large allocations beyond the ready pool: off, eager (fault in before returning, in parallel), lazy (in the background)"},
+    [PZ_OPT_POPULATE_MIN] = {"POPULATE_MIN", PZ_OK_SIZE, 64 << 20, 2 << 20, 1LL << 50, NULL,
+                             "least memory each population helper thread gets (and the smallest allocation populated)"},
+    [PZ_OPT_POPULATE_THREADS] = {"POPULATE_THREADS", PZ_OK_COUNT, 0, 0, 1024, NULL,
+                                 "most threads populating one request, the caller included (0: the node's CPUs)"},
     [PZ_OPT_NODES] = {"NODES", PZ_OK_NODES, 0, 0, 0, NULL,
                       "NUMA nodes to keep pools on, e.g. 0 or 0,2-3 (threads elsewhere use the first); all by default"},
     [PZ_OPT_SYSFS_ROOT] = {"SYSFS_ROOT", PZ_OK_PATH, 0, 0, 0, NULL,

@@ -55,6 +55,8 @@ void pz_stats_collect(struct prezero_stats *st) {
   st->busy_waits = ps.node.busy_waits;
   st->discarded_bytes = ps.node.discarded_bytes;
   read_smaps(st);
+  st->mmap_served = atomic_load(&pz_gstats.mmap_served);
+  st->mmap_ready_bytes = atomic_load(&pz_gstats.mmap_moved_bytes);
   st->released_bytes = ps.node.released_bytes;
   st->refaulted_bytes = ps.node.refaulted_bytes;
   st->pressure_events = ps.node.pressure_events;
@@ -139,6 +141,8 @@ void pz_stats_print_fd(int fd) {
   line(fd, "  idle memory released", st.released_bytes, "B");
   line(fd, "  faulted in again", st.refaulted_bytes, "B");
   line(fd, "memory pressure events", st.pressure_events, NULL);
+  line(fd, "mmaps served from the pool", st.mmap_served, NULL);
+  line(fd, "  ready bytes moved in", st.mmap_ready_bytes, "B");
   line(fd, "large realloc by mremap", st.realloc_moved, NULL);
   line(fd, "large realloc in place", st.realloc_in_place, NULL);
   line(fd, "thread heaps", st.heaps, NULL);

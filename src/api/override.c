@@ -1,10 +1,14 @@
 /* The exported C library allocation symbols, and nothing else: thin
  * forwards to api.c. Built into libprezero.so only (tests link the core
  * without these, so the test harness keeps glibc's malloc). */
+/* meson builds with _FILE_OFFSET_BITS=64, under which glibc's headers
+ * rename mmap to mmap64: we define both names ourselves. */
+#undef _FILE_OFFSET_BITS
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "internal.h"
 
@@ -23,6 +27,14 @@ PZ_EXPORT void free_sized(void *p, size_t n) { pz_free_sized(p, n); }
 PZ_EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { pz_free_aligned_sized(p, a, n); }
 PZ_EXPORT int malloc_trim(size_t pad) { return pz_trim(pad); }
 PZ_EXPORT void cfree(void *p) { pz_free(p); }
+
+/* Large anonymous mappings (PREZERO_MMAP): see large/mmap.c. */
+PZ_EXPORT void *mmap(void *a, size_t n, int prot, int flags, int fd, off_t off) {
+  return pz_mmap(a, n, prot, flags, fd, off);
+}
+PZ_EXPORT void *mmap64(void *a, size_t n, int prot, int flags, int fd, off_t off) {
+  return pz_mmap(a, n, prot, flags, fd, off);
+}
 
 /* glibc's internal names, which some programs and tools call directly */
 PZ_EXPORT void *__libc_malloc(size_t n) { return pz_malloc(n); }

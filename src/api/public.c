@@ -23,6 +23,20 @@ PZ_EXPORT size_t prezero_trim(void) {
   pz_heaps_collect_all();
   return pz_chunk_trim(0);
 }
+PZ_EXPORT int prezero_populate(void *ptr, size_t len) {
+  if (!ptr || !len || (uintptr_t)ptr + len < (uintptr_t)ptr) {
+    errno = EINVAL;
+    return -1;
+  }
+  pz_ensure_init();
+  uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(PZ_PAGE_SIZE - 1);
+  uintptr_t e = pz_align_up((uintptr_t)ptr + len, PZ_PAGE_SIZE);
+  if (!pz_populate_parallel((void *)a, e - a, pz_topo_current_node(), false)) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return 0;
+}
 PZ_EXPORT void prezero_stats_print(void) { pz_stats_print_fd(2); }
 PZ_EXPORT const char *prezero_version(void) { return "0.1.0"; }
 PZ_EXPORT int prezero_reserve(size_t bytes) {

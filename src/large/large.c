@@ -15,6 +15,11 @@ void *pz_large_alloc(size_t size, size_t align, bool zero) {
   void *p = pz_chunk_alloc(n, align > PZ_CHUNK_SIZE ? align : 0, zero ? PZ_CA_ZERO : 0,
                            PZ_MK_LARGE, NULL, &zeroed);
   if (!p) return NULL;
+  /* PREZERO_POPULATE: a large run the pool had not ready is faulted in by
+   * helpers, before returning (eager) or beside the program (lazy) */
+  long long pop = pz_opt(PZ_OPT_POPULATE);
+  if (pop != PZ_POP_OFF && (n << PZ_CHUNK_SHIFT) >= (size_t)pz_opt(PZ_OPT_POPULATE_MIN))
+    pz_populate_parallel(p, n << PZ_CHUNK_SHIFT, pz_topo_current_node(), pop == PZ_POP_LAZY);
   atomic_fetch_add_explicit(&pz_gstats.large_allocs, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&pz_gstats.large_bytes_live, n << PZ_CHUNK_SHIFT, memory_order_relaxed);
   if (zero) {

@@ -15,13 +15,15 @@
 #include "kabi.h"
 #include <sys/ioctl.h>
 
+/* Raw system calls: libprezero.so exports mmap itself (PREZERO_MMAP), so
+ * the library's own mappings must not go through the symbol. */
 static void *sys_mmap(void *a, size_t l, int p, int f, int fd, off_t o) {
-  return mmap(a, l, p, f, fd, o);
+  return (void *)syscall(SYS_mmap, a, l, p, f, fd, o);
 }
-static int sys_munmap(void *a, size_t l) { return munmap(a, l); }
-static int sys_madvise(void *a, size_t l, int adv) { return madvise(a, l, adv); }
+static int sys_munmap(void *a, size_t l) { return (int)syscall(SYS_munmap, a, l); }
+static int sys_madvise(void *a, size_t l, int adv) { return (int)syscall(SYS_madvise, a, l, adv); }
 static void *sys_mremap(void *o, size_t ol, size_t nl, int f, void *na) {
-  return mremap(o, ol, nl, f, na);
+  return (void *)syscall(SYS_mremap, o, ol, nl, f, na);
 }
 
 struct pz_os_hooks pz_os = {sys_mmap, sys_munmap, sys_madvise, sys_mremap};

@@ -543,6 +543,68 @@ bool pz_chunk_grow(void *base, size_t n) {
   return ok;
 }
 
+/* ---------------------------------------------------------------- lending */
+
+/* The longest run of READY chunks with huge pages (one VMA: no flag
+ * boundary inside), up to max, is moved out of the pool to dst with mremap
+ * and grown to dst_len there: the program gets one ordinary anonymous
+ * mapping whose head is resident, zero and PMD-mapped, moved in page-table
+ * entries (no copy). A fresh range fills the hole in the region. */
+size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
+  struct pz_node_pool *np = current_pool();
+  pthread_mutex_lock(&np->lock);
+  struct pz_region *best = NULL;
+  size_t best_i = 0, best_n = 0;
+  for (struct pz_region *r = np->regions; r && best_n < max; r = r->next)
+    for (size_t i = 0; i < r->nchunks && best_n < max;) {
+      if (r->state[i] != PZ_CS_READY || r->nohuge[i]) {
+        i++;
+        continue;
+      }
+      size_t n = 0;
+      while (i + n < r->nchunks && n < max && r->state[i + n] == PZ_CS_READY && !r->nohuge[i + n]) n++;
+      if (n > best_n) best = r, best_i = i, best_n = n;
+      i += n;
+    }
+  if (!best) {
+    pthread_mutex_unlock(&np->lock);
+    return 0;
+  }
+  for (size_t k = 0; k < best_n; k++) transition(np, best, best_i + k, PZ_CE_CLAIM);
+  pthread_mutex_unlock(&np->lock);
+  char *src = best->base + (best_i << PZ_CHUNK_SHIFT);
+  size_t len = best_n << PZ_CHUNK_SHIFT;
+  bool moved = pz_os_move(src, len, dst, dst_len) == 0;
+  bool refilled = moved && pz_os_remap_fresh(src, len) == 0;
+  if (refilled) {
+    advise(src, len);
+    pz_os_bind_node(src, len, np->node);
+  }
+  pthread_mutex_lock(&np->lock);
+  for (size_t k = 0; k < best_n; k++) {
+    size_t i = best_i + k;
+    if (!moved) {
+      transition(np, best, i, PZ_CE_ZEROED); /* still ready, still ours */
+      continue;
+    }
+    transition(np, best, i, PZ_CE_DISCARD); /* a fresh range in its place */
+    best->released[i] = 0;
+    if (!refilled) { /* someone else's mapping sits there now: never hand it out */
+      transition(np, best, i, PZ_CE_ALLOC);
+      if (k) set_state(np, best, i, PZ_CS_TAIL);
+    }
+  }
+  if (moved && !refilled) {
+    best->runlen[best_i] = (uint32_t)best_n;
+    pz_map_set_range(src, best_n, PZ_MK_NONE, 0);
+  }
+  bool start = moved && np->count[PZ_CS_READY] < min_ready_chunks(np);
+  if (start) wake_worker(np);
+  pthread_mutex_unlock(&np->lock);
+  if (start) pz_workers_start(np->node);
+  return moved ? best_n : 0;
+}
+
 /* ---------------------------------------------------------------- claims */
 
 /* With the lock held: mark up to `max` free chunks in state `s` BUSY, as

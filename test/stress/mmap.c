@@ -1,0 +1,216 @@
+/* Large anonymous mmaps (PREZERO_MMAP): a mapping served from the pool
+ * must behave exactly like one from the kernel for every later call: read
+ * zero, one VMA, partial munmap, mremap (grow, shrink, move), mprotect,
+ * madvise(MADV_DONTNEED) reading zero afterwards, mlock, fork (copy on
+ * write both ways), MAP_POPULATE. Each case runs on a served mapping and on
+ * one passed through (MAP_NORESERVE is not served). Sparse reservations
+ * (64 GiB PROT_NONE, 64 GiB MAP_NORESERVE) are neither populated nor
+ * refused. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "prezero.h"
+
+#define MiB ((size_t)1 << 20)
+#define LEN (128 * MiB)
+static int failures;
+
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "mmap: %s: ", variant);                                                      \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fprintf(stderr, "\n");                                                                       \
+      failures++;                                                                                  \
+    }                                                                                              \
+  } while (0)
+
+static const char *variant;
+
+static size_t rss(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, res = 0;
+  if (f) {
+    if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
+    fclose(f);
+  }
+  return res * 4096;
+}
+
+static int vmas_in(const void *a, size_t len) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[512];
+  int n = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    unsigned long s, e;
+    if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s < (uintptr_t)a + len && e > (uintptr_t)a) n++;
+  }
+  if (f) fclose(f);
+  return n;
+}
+
+static int all_zero(const unsigned char *p, size_t len) {
+  for (size_t i = 0; i < len; i += 4096)
+    if (p[i] || p[i + 4095]) return 0;
+  return 1;
+}
+
+static int child_writes_segv(char *p) { /* a write to p kills a child with SIGSEGV */
+  pid_t pid = fork();
+  if (pid == 0) {
+    p[0] = 1;
+    _exit(0);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  return WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV;
+}
+
+static uint64_t served(void) {
+  struct prezero_stats st;
+  prezero_stats_get(&st);
+  return st.mmap_served;
+}
+
+static char *map(int extra) {
+  return mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
+}
+
+/* Freed memory becomes ready in the pool (the workers zero it). */
+static void warm_pool(void) {
+  char *volatile p = calloc(1, 2 * LEN);
+  memset(p, 0x77, 2 * LEN);
+  free(p);
+  for (int i = 0; i < 100; i++) {
+    struct prezero_stats st;
+    prezero_stats_get(&st);
+    if (st.chunks_ready * 2 * MiB >= LEN) return;
+    usleep(20000);
+  }
+}
+
+static void semantics(int extra, int expect_served) {
+  warm_pool();
+  uint64_t s0 = served();
+  char *m = map(extra);
+  CHECK(m != MAP_FAILED, "mmap failed: %s", strerror(errno));
+  if (m == MAP_FAILED) return;
+  CHECK(served() - s0 == (uint64_t)expect_served, "served %llu, expected %d",
+        (unsigned long long)(served() - s0), expect_served);
+  CHECK(all_zero((unsigned char *)m, LEN), "a fresh mapping does not read zero");
+  CHECK(vmas_in(m, LEN) == 1, "the mapping is %d VMAs, not one", vmas_in(m, LEN));
+  memset(m, 0x5a, LEN);
+
+  /* fork: copy on write, both ways */
+  pid_t pid = fork();
+  if (pid == 0) {
+    int ok = (unsigned char)m[LEN / 2] == 0x5a;
+    m[LEN / 2] = 1;
+    usleep(100000);
+    ok &= m[10] == 0x5a; /* the parent's later write is not seen */
+    _exit(ok ? 0 : 1);
+  }
+  usleep(20000);
+  m[10] = 2;
+  int st;
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fork: the child saw the wrong data");
+  CHECK((unsigned char)m[LEN / 2] == 0x5a, "fork: the child's write reached the parent");
+  m[10] = 0x5a;
+
+  /* madvise(MADV_DONTNEED): reads zero afterwards, also where huge pages were moved in */
+  CHECK(madvise(m, 64 * MiB, MADV_DONTNEED) == 0, "madvise: %s", strerror(errno));
+  CHECK(all_zero((unsigned char *)m, 64 * MiB), "not zero after MADV_DONTNEED");
+  CHECK((unsigned char)m[64 * MiB] == 0x5a, "MADV_DONTNEED went too far");
+  memset(m, 0x5a, 64 * MiB);
+
+  /* mprotect */
+  CHECK(mprotect(m, 4 * MiB, PROT_READ) == 0, "mprotect: %s", strerror(errno));
+  CHECK(child_writes_segv(m), "a write to a read-only part did not fault");
+  CHECK((unsigned char)m[0] == 0x5a, "read-only part lost its data");
+  CHECK(mprotect(m, 4 * MiB, PROT_READ | PROT_WRITE) == 0, "mprotect back: %s", strerror(errno));
+  m[0] = 0x5a;
+
+  /* mlock */
+  int r = mlock(m, 16 * MiB);
+  CHECK(r == 0 || errno == EPERM || errno == ENOMEM, "mlock: %s", strerror(errno));
+  if (r == 0) CHECK(munlock(m, 16 * MiB) == 0, "munlock: %s", strerror(errno));
+
+  /* mremap: grow (new part zero), shrink, move */
+  char *g = mremap(m, LEN, 2 * LEN, MREMAP_MAYMOVE);
+  CHECK(g != MAP_FAILED, "mremap grow: %s", strerror(errno));
+  if (g == MAP_FAILED) return;
+  CHECK((unsigned char)g[LEN - 1] == 0x5a && (unsigned char)g[7] == 0x5a, "mremap lost data");
+  CHECK(all_zero((unsigned char *)g + LEN, LEN), "grown part not zero");
+  char *s = mremap(g, 2 * LEN, LEN / 2, 0);
+  CHECK(s == g, "mremap shrink: %s", strerror(errno));
+  CHECK((unsigned char)s[LEN / 2 - 1] == 0x5a, "shrink lost data");
+
+  /* partial munmap: a hole in the middle, both sides still there */
+  CHECK(munmap(s + 16 * MiB, 16 * MiB) == 0, "partial munmap: %s", strerror(errno));
+  CHECK((unsigned char)s[16 * MiB - 1] == 0x5a && (unsigned char)s[32 * MiB] == 0x5a, "munmap took too much");
+  CHECK(child_writes_segv(s + 16 * MiB), "the unmapped hole is still mapped");
+  CHECK(munmap(s, 16 * MiB) == 0 && munmap(s + 32 * MiB, LEN / 2 - 32 * MiB) == 0, "munmap: %s",
+        strerror(errno));
+}
+
+static void populate_flag(void) {
+  variant = "MAP_POPULATE";
+  warm_pool();
+  char *m = map(MAP_POPULATE);
+  CHECK(m != MAP_FAILED, "mmap failed");
+  if (m == MAP_FAILED) return;
+  unsigned char vec[LEN / 4096];
+  CHECK(mincore(m, LEN, vec) == 0, "mincore: %s", strerror(errno));
+  size_t res = 0;
+  for (size_t i = 0; i < LEN / 4096; i++) res += vec[i] & 1;
+  CHECK(res == LEN / 4096, "MAP_POPULATE left %zu of %zu pages out", LEN / 4096 - res, LEN / 4096);
+  CHECK(all_zero((unsigned char *)m, LEN), "not zero");
+  munmap(m, LEN);
+}
+
+static void sparse(void) {
+  variant = "sparse";
+  size_t big = (size_t)64 << 30, r0 = rss();
+  uint64_t s0 = served();
+  char *a = mmap(NULL, big, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *b = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  CHECK(a != MAP_FAILED, "64 GiB PROT_NONE refused: %s", strerror(errno));
+  CHECK(b != MAP_FAILED, "64 GiB MAP_NORESERVE refused: %s", strerror(errno));
+  CHECK(rss() < r0 + 16 * MiB, "a sparse reservation was populated: RSS +%zu MiB", (rss() - r0) / MiB);
+  CHECK(served() == s0, "a sparse reservation was served from the pool");
+  if (b != MAP_FAILED) {
+    b[big - 1] = 1; /* usable, one page at a time */
+    munmap(b, big);
+  }
+  if (a != MAP_FAILED) munmap(a, big);
+}
+
+int main(void) {
+  const char *off = getenv("PREZERO_MMAP");
+  int on = !(off && !strcmp(off, "0"));
+  variant = on ? "served" : "PREZERO_MMAP=0";
+  semantics(0, on);
+  variant = "passed through (MAP_NORESERVE)";
+  semantics(MAP_NORESERVE, 0);
+  populate_flag();
+  sparse();
+  /* the pool still works */
+  unsigned char *c = calloc(1, LEN);
+  variant = "after";
+  CHECK(c && all_zero(c, LEN), "calloc after the mmaps is not zero");
+  free(c);
+  struct prezero_stats st;
+  prezero_stats_get(&st);
+  printf("mmap: served %llu mappings, %llu MiB moved in ready: %d failures\n",
+         (unsigned long long)st.mmap_served, (unsigned long long)st.mmap_ready_bytes / MiB, failures);
+  return failures != 0;
+}
