@@ -30,6 +30,15 @@
  * where create_us is the calloc + touch time, startup_us the length of the
  * start-up phase and rounds the number of start-up rounds it ran.
  *
+ *   mode=M         how guest RAM is obtained           (default calloc)
+ *                  calloc: calloc(1, guest)
+ *                  mmap: mmap(NULL, guest, RW, MAP_PRIVATE|MAP_ANONYMOUS), as a VMM does
+ *                  mmap-populate: the same with MAP_POPULATE (the kernel, or an
+ *                    allocator that intercepts mmap, faults it all in first)
+ *                  mmap-raw: mmap, then `threads` raw threads each calling
+ *                    MADV_POPULATE_WRITE on a disjoint slice: the best the
+ *                    kernel allows on this machine, with no allocator involved
+ *   threads=N      threads for mode=mmap-raw            (default 2)
  *   guest=S        guest RAM, a multiple of 4 KiB      (default 2G)
  *   startup_ms=MS  length of the start-up phase        (default 1500)
  *   records=N      records per start-up round          (default 24576)
@@ -94,10 +103,56 @@ static uint64_t startup_round(uint64_t seed, size_t records)
     return h;
 }
 
+#include <sys/mman.h>
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+struct slice { unsigned char *p; size_t len; int err; };
+
+static void *populate_slice(void *arg)
+{
+    struct slice *s = arg;
+    if (madvise(s->p, s->len, MADV_POPULATE_WRITE) != 0)
+        s->err = errno;
+    return NULL;
+}
+
+/* Guest RAM by `mode` (see above); NULL never returns (bench_fail). */
+static unsigned char *guest_ram(const char *mode, size_t guest, unsigned threads)
+{
+    if (!strcmp(mode, "calloc"))
+        return bench_calloc(1, guest);
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | (!strcmp(mode, "mmap-populate") ? MAP_POPULATE : 0);
+    unsigned char *g = mmap(NULL, guest, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (g == MAP_FAILED)
+        bench_fail(BENCH_EXIT_NOMEM, "mmap of %zu bytes: %s", guest, strerror(errno));
+    if (!strcmp(mode, "mmap-raw")) {
+        struct slice sl[64];
+        pthread_t t[64];
+        size_t per = (guest / threads + 4095) & ~(size_t)4095;
+        for (unsigned i = 0; i < threads; i++) {
+            size_t off = per * i < guest ? per * i : guest;
+            sl[i] = (struct slice){g + off, off + per <= guest ? per : guest - off, 0};
+            bench_thread_create(&t[i], populate_slice, &sl[i]);
+        }
+        for (unsigned i = 0; i < threads; i++) {
+            bench_thread_join(t[i]);
+            if (sl[i].err)
+                bench_fail(BENCH_EXIT_NOMEM, "MADV_POPULATE_WRITE: %s", strerror(sl[i].err));
+        }
+    }
+    return g;
+}
+
 int main(int argc, char **argv)
 {
-    static const char *const keys[] = {"guest", "startup_ms", "records", "seed", NULL};
-    arg_validate(argc, argv, "[guest=S] [startup_ms=MS] [records=N] [seed=S]", keys);
+    static const char *const keys[] = {"guest", "startup_ms", "records", "seed", "mode", "threads", NULL};
+    arg_validate(argc, argv, "[guest=S] [startup_ms=MS] [records=N] [seed=S] [mode=calloc|mmap|mmap-populate|mmap-raw] [threads=N]", keys);
+    const char *mode = arg_str(argc, argv, "mode", "calloc");
+    unsigned threads = (unsigned)arg_u64_range(argc, argv, "threads", 2, 1, 64);
+    if (strcmp(mode, "calloc") && strcmp(mode, "mmap") && strcmp(mode, "mmap-populate") && strcmp(mode, "mmap-raw"))
+        bench_fail(BENCH_EXIT_USAGE, "mode=%s: calloc, mmap, mmap-populate or mmap-raw", mode);
     size_t guest = (size_t)arg_u64_range(argc, argv, "guest", 2ull << 30, PAGE, 1ull << 42);
     uint64_t startup_ms = arg_u64_range(argc, argv, "startup_ms", 1500, 0, 3600000);
     size_t records = (size_t)arg_u64_range(argc, argv, "records", 24576, 1, 1u << 24);
@@ -124,7 +179,7 @@ int main(int argc, char **argv)
     uint64_t t0 = bench_now_ns();
 
     /* create: calloc the guest RAM and touch every page once */
-    unsigned char *g = bench_calloc(1, guest);
+    unsigned char *g = guest_ram(mode, guest, threads);
     for (size_t off = 0; off < guest; off += PAGE) {
         uint64_t tag = (off / PAGE) * 0x9E3779B97F4A7C15ull + 1;
         uint64_t old = __atomic_exchange_n((uint64_t *)(g + off), tag, __ATOMIC_RELAXED);
@@ -151,7 +206,10 @@ int main(int argc, char **argv)
                        off);
         sum += w;
     }
-    free(g);
+    if (!strcmp(mode, "calloc"))
+        free(g);
+    else
+        munmap(g, guest);
 
     printf("ok %016" PRIx64 " create_us=%" PRIu64 " startup_us=%" PRIu64 " rounds=%" PRIu64 "\n",
            fmix64(mix64(mix64(round_hash, guest), sum)), (t1 - t0) / 1000u,

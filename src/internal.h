@@ -267,6 +267,10 @@ PZ_HIDDEN const char *pz_opt_source_name(enum pz_opt_source s);
  *   BUSY --zeroed--> READY   BUSY --discard--> UNTOUCHED   BUSY --unclaim--> DIRTY
  *   BUSY --take--> TAKEN      (an allocation wants it; the worker finishes
  *                              it and hands it over: TAKEN --zeroed--> TAIL)
+ *   BUSY --steal--> USED      (a chunk a worker is pre-faulting reads zero
+ *                              whatever the worker does: an allocation takes
+ *                              it at once; the worker's completion, which no
+ *                              longer owns it (claim id), leaves it alone)
  *   DIRTY --discard--> UNTOUCHED            (freed past the pool maximum)
  *
  * UNTOUCHED: never faulted (or given back): reads zero, costs a fault.
@@ -282,7 +286,8 @@ enum pz_chunk_state {
   PZ_CS_TAKEN,
   PZ_CS__COUNT
 };
-enum pz_chunk_event { PZ_CE_ALLOC, PZ_CE_FREE, PZ_CE_CLAIM, PZ_CE_ZEROED, PZ_CE_DISCARD, PZ_CE_UNCLAIM, PZ_CE_TAKE };
+enum pz_chunk_event { PZ_CE_ALLOC, PZ_CE_FREE, PZ_CE_CLAIM, PZ_CE_ZEROED, PZ_CE_DISCARD, PZ_CE_UNCLAIM, PZ_CE_TAKE,
+                      PZ_CE_STEAL };
 /* Returns the next state, or -1 for a transition that must not happen. */
 PZ_HIDDEN int pz_chunk_next_state(enum pz_chunk_state s, enum pz_chunk_event e);
 
@@ -314,6 +319,8 @@ struct pz_region {
   uint8_t *nohuge;       /* chunk was madvised MADV_NOHUGEPAGE (small heap) */
   uint8_t *released;     /* chunk was given back (faulting it in again is counted) */
   uint32_t *idle_since;  /* free chunks: pz_pool_ms() when they became free */
+  uint32_t *claim_id;    /* BUSY/TAKEN chunks: the claim that holds them (PZ_CLAIM_POP: pre-faulting) */
+  uint32_t npop;         /* chunks BUSY being pre-faulted (an allocation may steal them) */
   struct pz_region *next;
 };
 /* Per-node counters, guarded by the node lock (all size_t: summed as an array). */
@@ -335,6 +342,7 @@ struct pz_node_pool {
   bool forked;            /* child after fork: inherited dirty chunks are shared copy-on-write */
   bool pressure;          /* the last look at the memory limits found them close */
   uint64_t limits_checked_ns;
+  uint32_t claim_seq;     /* claim ids */
   size_t headroom;        /* chunks the limits let workers pre-fault (SIZE_MAX: no limit) */
   _Atomic int fork_defer; /* child after fork: chunk frees before workers may start */
   _Atomic int workers;    /* started (0 after fork: restarted lazily) */
@@ -355,7 +363,9 @@ struct pz_claim {
   enum pz_chunk_state from; /* DIRTY: zero it; UNTOUCHED: populate it */
   bool discard;             /* give it back instead (a forked child's inherited chunks) */
   bool release;             /* ... because it was idle (decay, pressure, trim) */
+  uint32_t id;              /* set by the pool: completion acts only on chunks still held by it */
 };
+#define PZ_CLAIM_POP 0x80000000u /* in a claim id: pre-faulting (zero memory stays zero) */
 /* Allocate a run of `n` chunks aligned to `align` bytes (a power of two;
  * 0 = chunk alignment). Flags: PZ_CA_PREFER_ZERO picks chunks that read
  * zero first (else dirty ones first, saving zero memory for calloc);

@@ -115,9 +115,10 @@ bool pz_populate(void *p, size_t n) {
     if (pz_os.madvise(p, n, MADV_POPULATE_WRITE) == 0) return true;
     if (errno != EINVAL) return false; /* ENOMEM, EFAULT: the pages are not there */
   }
-  /* no MADV_POPULATE_WRITE: a write per 4 KiB page faults it in (the memory
-   * reads zero, so writing zero changes nothing) */
-  volatile char *c = p;
-  for (size_t i = 0; i < n; i += PZ_PAGE_SIZE) c[i] = 0;
+  /* no MADV_POPULATE_WRITE: a write per 4 KiB page faults it in; an atomic
+   * add of zero, so that a program that took the chunk over meanwhile
+   * (pz_chunk_alloc steals chunks being pre-faulted) loses no byte */
+  char *c = p;
+  for (size_t i = 0; i < n; i += PZ_PAGE_SIZE) __atomic_fetch_add(c + i, 0, __ATOMIC_RELAXED);
   return true;
 }

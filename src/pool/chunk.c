@@ -42,6 +42,7 @@ int pz_chunk_next_state(enum pz_chunk_state s, enum pz_chunk_event e) {
   /* a failed populate leaves the chunk untouched (zero): a taken one is handed over all the same */
   case PZ_CE_UNCLAIM: return s == PZ_CS_BUSY ? PZ_CS_DIRTY : s == PZ_CS_TAKEN ? PZ_CS_TAIL : -1;
   case PZ_CE_TAKE: return s == PZ_CS_BUSY ? PZ_CS_TAKEN : -1;
+  case PZ_CE_STEAL: return s == PZ_CS_BUSY ? PZ_CS_USED : -1;
   }
   return -1;
 }
@@ -140,6 +141,27 @@ static void transition(struct pz_node_pool *np, struct pz_region *r, size_t i, e
   set_state(np, r, i, next);
 }
 
+/* With the lock held: a fresh claim id (never 0), with PZ_CLAIM_POP for
+ * pre-faulting claims. */
+static uint32_t new_claim_id(struct pz_node_pool *np, bool pop) {
+  uint32_t id = ++np->claim_seq & ~PZ_CLAIM_POP;
+  if (!id) id = ++np->claim_seq & ~PZ_CLAIM_POP;
+  return id | (pop ? PZ_CLAIM_POP : 0);
+}
+
+/* With the lock held: chunk i of r becomes BUSY under claim id. */
+static void claim_chunk(struct pz_node_pool *np, struct pz_region *r, size_t i, uint32_t id) {
+  transition(np, r, i, PZ_CE_CLAIM);
+  r->claim_id[i] = id;
+  if (id & PZ_CLAIM_POP) r->npop++;
+}
+
+/* A chunk an allocation may use: free, or being pre-faulted (stealable). */
+static inline bool avail(const struct pz_region *r, size_t i) {
+  uint8_t s = r->state[i];
+  return s <= PZ_CS_DIRTY || (s == PZ_CS_BUSY && (r->claim_id[i] & PZ_CLAIM_POP));
+}
+
 static void advise(void *p, size_t len) {
   long long thp = pz_opt(PZ_OPT_THP);
   if (thp == PZ_THP_OPT_NEVER) {
@@ -175,7 +197,8 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   uint32_t *runlen = pz_meta_alloc(want * sizeof(uint32_t));
   uint8_t *nohuge = pz_meta_alloc(want), *released = pz_meta_alloc(want);
   uint32_t *idle_since = pz_meta_alloc(want * sizeof(uint32_t));
-  if (!r || !state || !runlen || !nohuge || !released || !idle_since || !map_prepare(base, want)) {
+  uint32_t *claim_id = pz_meta_alloc(want * sizeof(uint32_t));
+  if (!r || !state || !runlen || !nohuge || !released || !idle_since || !claim_id || !map_prepare(base, want)) {
     pz_os_unmap(base, want << PZ_CHUNK_SHIFT);
     return NULL; /* metadata lost (never freed); we are out of memory anyway */
   }
@@ -189,6 +212,7 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   r->nohuge = nohuge;
   r->released = released;
   r->idle_since = idle_since;
+  r->claim_id = claim_id;
   r->node = np->node;
   r->id = atomic_fetch_add(&region_ids, 1) + 1;
   atomic_load(&regions_by_id)[r->id] = r;
@@ -229,9 +253,25 @@ static long find_run_busy(struct pz_region *r, size_t n, size_t align, int mode,
   long best = -1;
   int bscore = -1;
   size_t step = align > PZ_CHUNK_SIZE ? align >> PZ_CHUNK_SHIFT : 1;
+  if (n == 1 && step == 1 && !busy_ok && mode == SCORE_KEEP_READY) {
+    /* a reserve is being made ready from the low end of the region (claim()
+     * works in address order): take single chunks from the high end, so
+     * the reserve stays one run */
+    for (size_t i = r->nchunks; i-- > 0;) {
+      if (!avail(r, i)) continue;
+      int s = score(r->state[i], mode);
+      if (s > bscore) {
+        bscore = s;
+        best = (long)i;
+        if (s == 2) break;
+      }
+    }
+    *best_score = bscore * 2;
+    return best;
+  }
   if (n == 1 && step == 1 && !busy_ok) {
     for (size_t i = 0; i < r->nchunks; i++) {
-      if (!is_free_state(r->state[i])) {
+      if (!avail(r, i)) {
         i += r->runlen[i] ? r->runlen[i] - 1 : 0; /* skip a run by its head */
         continue;
       }
@@ -248,7 +288,7 @@ static long find_run_busy(struct pz_region *r, size_t n, size_t align, int mode,
   /* sliding window: free chunks and their score over [i-n+1, i] */
   size_t nfree = 0, total = 0;
   for (size_t i = 0; i < r->nchunks; i++) {
-    if (is_free_state(r->state[i]) || (busy_ok && r->state[i] == PZ_CS_BUSY)) {
+    if (avail(r, i) || (busy_ok && r->state[i] == PZ_CS_BUSY)) {
       nfree++;
       total += (size_t)score(r->state[i], mode);
     } else {
@@ -312,7 +352,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   for (int tries = 0;; tries++) {
     int best_s = -1;
     for (struct pz_region *q = np->regions; q; q = q->next) {
-      if (q->nfree < n) continue;
+      if (q->nfree + q->npop < n) continue;
       int s;
       long i = find_run(q, n, align, mode, &s);
       /* best fit among equals: the fullest region, so that small requests
@@ -361,6 +401,14 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     if (r->released[i]) { /* given back earlier: this allocation faults it in again */
       r->released[i] = 0;
       if (s == PZ_CS_UNTOUCHED) np->st.refaulted_bytes += PZ_CHUNK_SIZE;
+    }
+    if (s == PZ_CS_BUSY && (r->claim_id[i] & PZ_CLAIM_POP)) { /* being pre-faulted: zero, ours now */
+      transition(np, r, i, PZ_CE_STEAL);
+      r->claim_id[i] = 0;
+      r->npop--;
+      untouched++;
+      if (k) set_state(np, r, i, PZ_CS_TAIL);
+      continue;
     }
     if (s == PZ_CS_BUSY) { /* the worker finishes it (zero) and hands it over */
       transition(np, r, i, PZ_CE_TAKE);
@@ -570,7 +618,8 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
     pthread_mutex_unlock(&np->lock);
     return 0;
   }
-  for (size_t k = 0; k < best_n; k++) transition(np, best, best_i + k, PZ_CE_CLAIM);
+  uint32_t id = new_claim_id(np, false); /* moving: nobody may take these meanwhile */
+  for (size_t k = 0; k < best_n; k++) claim_chunk(np, best, best_i + k, id);
   pthread_mutex_unlock(&np->lock);
   char *src = best->base + (best_i << PZ_CHUNK_SHIFT);
   size_t len = best_n << PZ_CHUNK_SHIFT;
@@ -583,6 +632,7 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   pthread_mutex_lock(&np->lock);
   for (size_t k = 0; k < best_n; k++) {
     size_t i = best_i + k;
+    best->claim_id[i] = 0;
     if (!moved) {
       transition(np, best, i, PZ_CE_ZEROED); /* still ready, still ours */
       continue;
@@ -626,11 +676,12 @@ static size_t claim(struct pz_node_pool *np, enum pz_chunk_state s, size_t max, 
       for (size_t i = 0; i < r->nchunks && got < max && nr < nclaims; i++) {
         if (r->state[i] != s) continue;
         size_t n = 0;
+        uint32_t id = new_claim_id(np, s == PZ_CS_UNTOUCHED);
         while (i + n < r->nchunks && r->state[i + n] == s && got + n < max) {
-          transition(np, r, i + n, PZ_CE_CLAIM);
+          claim_chunk(np, r, i + n, id);
           n++;
         }
-        claims[nr++] = (struct pz_claim){r, i, n, s, false, false};
+        claims[nr++] = (struct pz_claim){r, i, n, s, false, false, id};
         got += n;
         i += n;
       }
@@ -712,11 +763,12 @@ static size_t claim_release(struct pz_node_pool *np, size_t n, long ms, struct p
           last->n += b;
           if (dirty) last->from = PZ_CS_DIRTY;
         } else if (nr < nclaims) {
-          claims[nr++] = (struct pz_claim){r, i, b, dirty ? PZ_CS_DIRTY : PZ_CS_READY, true, true};
+          claims[nr++] = (struct pz_claim){r, i, b, dirty ? PZ_CS_DIRTY : PZ_CS_READY, true, true,
+                                           new_claim_id(np, false)};
         } else {
           return nr;
         }
-        for (size_t k = i; k < i + b; k++) transition(np, r, k, PZ_CE_CLAIM);
+        for (size_t k = i; k < i + b; k++) claim_chunk(np, r, k, claims[nr - 1].id);
         got += b;
       }
   return nr;
@@ -847,6 +899,9 @@ void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, co
     for (size_t k = 0; k < cl->n; k++) {
       size_t i = cl->start + k;
       uint8_t st = cl->region->state[i];
+      if (cl->region->claim_id[i] != cl->id) continue; /* stolen by an allocation: not ours any more */
+      cl->region->claim_id[i] = 0;
+      if (cl->id & PZ_CLAIM_POP) cl->region->npop--;
       if (ok[c] && cl->discard && st == PZ_CS_BUSY) cl->region->released[i] = 1;
       if (ok[c] && !cl->discard && cl->from == PZ_CS_UNTOUCHED) {
         cl->region->idle_since[i] = now_ms(); /* ready from now */
@@ -910,9 +965,10 @@ int pz_chunk_reserve(size_t bytes) {
     for (; cursor < end && nc < 64; cursor++) {
       uint8_t st = r->state[cursor];
       if (st != PZ_CS_UNTOUCHED && st != PZ_CS_DIRTY) continue;
-      transition(np, r, cursor, PZ_CE_CLAIM);
       if (nc && c[nc - 1].from == st && c[nc - 1].start + c[nc - 1].n == cursor) c[nc - 1].n++;
-      else c[nc++] = (struct pz_claim){r, cursor, 1, (enum pz_chunk_state)st, false, false};
+      else c[nc++] = (struct pz_claim){r, cursor, 1, (enum pz_chunk_state)st, false, false,
+                                       new_claim_id(np, st == PZ_CS_UNTOUCHED)};
+      claim_chunk(np, r, cursor, c[nc - 1].id);
     }
     pthread_mutex_unlock(&np->lock);
     bool ok[64] = {false}, all = true;
@@ -1010,6 +1066,10 @@ void pz_pool_postfork(bool child) {
     atomic_store(&np->workers, 0);
     for (struct pz_region *r = np->regions; r; r = r->next)
       for (size_t i = 0; i < r->nchunks; i++)
-        if (r->state[i] == PZ_CS_BUSY || r->state[i] == PZ_CS_TAKEN) transition(np, r, i, PZ_CE_UNCLAIM);
+        if (r->state[i] == PZ_CS_BUSY || r->state[i] == PZ_CS_TAKEN) {
+          transition(np, r, i, PZ_CE_UNCLAIM);
+          r->claim_id[i] = 0;
+        }
+    for (struct pz_region *r = np->regions; r; r = r->next) r->npop = 0;
   }
 }

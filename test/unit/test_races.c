@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -116,6 +117,64 @@ static void allocation_takes_over_busy_chunks(void **state) {
   pz_chunk_trim(0);
 }
 
+static void *release_later(void *arg) { /* if the allocation waits for the worker, free it after 3 s */
+  (void)arg;
+  struct timespec d = {3, 0};
+  nanosleep(&d, NULL);
+  if (atomic_exchange(&hold, 0) == 0 && count(PZ_CS_BUSY)) sem_post(&go);
+  return NULL;
+}
+
+static void allocation_steals_chunks_being_prefaulted(void **state) {
+  (void)state;
+  const size_t n = 16;
+  pz_chunk_trim(0);
+  /* every free chunk taken but a run of n untouched ones */
+  char *p = pz_chunk_alloc(n, 0, 0, PZ_MK_LARGE, NULL, NULL);
+  assert_non_null(p);
+  size_t nfill = free_chunks();
+  void **fill = calloc(nfill, sizeof *fill);
+  for (size_t i = 0; i < nfill; i++) assert_non_null(fill[i] = pz_chunk_alloc(1, 0, 0, PZ_MK_LARGE, NULL, NULL));
+  pz_chunk_free(p);
+  pz_chunk_trim(0); /* back to untouched */
+  assert_int_equal(count(PZ_CS_UNTOUCHED), n);
+  /* a reserve makes the worker pre-fault them; hold it there */
+  atomic_store(&hold, 1);
+  pthread_mutex_lock(&np0()->lock);
+  np0()->reserve = n;
+  pthread_cond_signal(&np0()->work);
+  pthread_mutex_unlock(&np0()->lock);
+  pz_workers_start(0);
+  assert_int_equal(sem_wait(&claimed), 0);
+  size_t busy = count(PZ_CS_BUSY);
+  assert_true(busy > 0);
+  pthread_t t;
+  pthread_create(&t, NULL, release_later, NULL);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  unsigned char *q = pz_calloc(1, n * PZ_CHUNK_SIZE); /* takes the held chunks at once */
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  assert_ptr_equal(q, p);
+  assert_true(secs < 2.0); /* did not wait for the held worker (which would take 3 s) */
+  assert_int_equal(count(PZ_CS_BUSY), 0);
+  memset(q, 0x3c, n * PZ_CHUNK_SIZE); /* the program writes while the worker is still "populating" */
+  sem_post(&go);
+  pthread_join(t, NULL);
+  for (int i = 0; i < 2000 && np0()->st.populated_bytes == 0; i++) usleep(1000);
+  usleep(20000);
+  for (size_t i = 0; i < n * PZ_CHUNK_SIZE; i += 4096)
+    if (q[i] != 0x3c) fail_msg("the worker's completion changed byte %zu of a stolen chunk", i);
+  pthread_mutex_lock(&np0()->lock);
+  np0()->reserve = 0;
+  pthread_mutex_unlock(&np0()->lock);
+  assert_int_equal(count(PZ_CS_READY), 0); /* the completion left the stolen chunks alone */
+  pz_free(q);
+  for (size_t i = 0; i < nfill; i++) pz_chunk_free(fill[i]);
+  free(fill);
+  pz_chunk_trim(0);
+}
+
 static void fork_while_worker_holds_chunks(void **state) {
   (void)state;
   worker_holds_dirty(16);
@@ -151,6 +210,7 @@ static void trim_skips_busy_chunks(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(allocation_takes_over_busy_chunks),
+      cmocka_unit_test(allocation_steals_chunks_being_prefaulted),
       cmocka_unit_test(fork_while_worker_holds_chunks),
       cmocka_unit_test(trim_skips_busy_chunks),
   };

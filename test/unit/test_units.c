@@ -119,6 +119,9 @@ static void chunk_state_machine(void **state) {
   }
   /* an allocation takes over a chunk a worker holds; the worker hands it over */
   assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_TAKE), PZ_CS_TAKEN);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_BUSY, PZ_CE_STEAL), PZ_CS_USED);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_DIRTY, PZ_CE_STEAL), -1);
+  assert_int_equal(pz_chunk_next_state(PZ_CS_TAKEN, PZ_CE_STEAL), -1);
   assert_int_equal(pz_chunk_next_state(PZ_CS_TAKEN, PZ_CE_ZEROED), PZ_CS_TAIL);
   assert_int_equal(pz_chunk_next_state(PZ_CS_TAKEN, PZ_CE_UNCLAIM), PZ_CS_TAIL);
   assert_int_equal(pz_chunk_next_state(PZ_CS_TAKEN, PZ_CE_ALLOC), -1);
