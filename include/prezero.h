@@ -104,7 +104,8 @@ PREZERO_API int prezero_stats_get(struct prezero_stats *st);
 PREZERO_API void prezero_stats_print(void);
 /* Ask for `bytes` of ready (resident, zero, huge-page) memory on the calling
  * thread's NUMA node before a critical phase; the pool keeps that much ready
- * until another call changes it (0 clears). Waits until it is ready.
+ * until another call changes it (0 clears the reserve on every node). Waits
+ * until it is ready.
  * Returns 0, or -1 with errno ENOMEM. */
 PREZERO_API int prezero_reserve(size_t bytes);
 /* "major.minor.patch" */

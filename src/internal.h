@@ -172,7 +172,8 @@ struct pz_kernel {
   bool uffd_dev;          /* /dev/userfaultfd exists */
   int unprivileged_uffd;  /* vm.unprivileged_userfaultfd, -1 unknown */
   uint64_t uffd_features, uffd_ioctls; /* from the UFFDIO_API handshake */
-  int reporting_order;    /* free page reporting order, -1 without page_reporting */
+  int reporting_order;    /* free page reporting order, -1 without page_reporting (or not set) */
+  int reporting_order_raw; /* the parameter as read (-1: absent) */
   bool init_on_free, init_on_alloc;         /* kernel command line */
   bool zero_page, kzerod, host_zeroes_pages; /* pre-zeroing kernels (see probe.c) */
   bool zeroable_hugepages;

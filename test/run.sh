@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build prezero and run every test suite (unit, stress, integration).
+# Build prezero and run every test suite (unit, stress, integration, then the
+# debug build's unit and stress, then the vm suite: NUMA and the 6.1 kernel
+# in a small QEMU VM, skipped with a reason where the rig is missing).
 # Installs missing Debian packages when run as root. Usage: bash test/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +17,6 @@ meson test -C "$builddir" --print-errorlogs --num-processes 2 --suite unit --sui
 [ -f "$builddir-debug/build.ninja" ] || meson setup "$builddir-debug" -Ddebug_checks=true -Dbench=false >/dev/null
 ninja -C "$builddir-debug"
 meson test -C "$builddir-debug" --print-errorlogs --num-processes 2 --suite unit --suite stress
+
+# NUMA placement and kernel fallbacks inside a small VM (../shared/vmtest): 1-2 minutes.
+meson test -C "$builddir" --print-errorlogs --num-processes 2 --suite vm

@@ -113,6 +113,10 @@ static void print_probe(void) {
     printf("  free page reporting        order %d (%s blocks)\n", k->reporting_order,
            human((unsigned long long)k->page_size << k->reporting_order, a, sizeof a));
     params("/module/page_reporting/parameters");
+  } else if (k->reporting_order_raw >= 0) {
+    printf("  free page reporting        not active (page_reporting_order %d: no reporting device set it)\n",
+           k->reporting_order_raw);
+    params("/module/page_reporting/parameters");
   } else {
     printf("  free page reporting        no (no page_reporting module)\n");
   }

@@ -212,9 +212,13 @@ static void probe_prezero(void) {
 /* Free page reporting: the guest hands free blocks of 2^order pages back
  * to its host. The release path aligns to it. */
 static void probe_reporting(void) {
-  pz_kernel.reporting_order =
-      (int)read_number(PZ_ROOT_SYS, "/module/page_reporting/parameters/page_reporting_order", -1);
-  if (pz_kernel.reporting_order > 30) pz_kernel.reporting_order = -1;
+  long long raw = read_number(PZ_ROOT_SYS, "/module/page_reporting/parameters/page_reporting_order", -1);
+  pz_kernel.reporting_order_raw = (int)(raw > 1000 ? -1 : raw);
+  /* Without a reporting device the parameter holds a placeholder: MAX_ORDER
+   * (11 on 6.1) or -1 (4294967295, newer kernels). Blocks exist up to
+   * order 10 with 4 KiB pages (4 MiB); anything above means "not set". */
+  size_t max_order = pz_kernel.page_size == 4096 ? 10 : 13;
+  pz_kernel.reporting_order = raw >= 0 && (size_t)raw <= max_order ? (int)raw : -1;
 }
 
 /* The cgroup's memory limit: cgroup v2 (memory.max / memory.high) or v1

@@ -934,8 +934,16 @@ void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, co
  * size finds it whole, on the caller's thread (it waits anyway, and runs
  * at full priority, unlike the workers); then keep that much ready. */
 int pz_chunk_reserve(size_t bytes) {
-  struct pz_node_pool *np = current_pool();
   size_t want = (bytes + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;
+  if (!want) { /* clears the reserve on every node (the caller may have moved since) */
+    for (unsigned n = 0; n < pz_topo.nnodes; n++) {
+      pthread_mutex_lock(&pz_nodes[n].lock);
+      pz_nodes[n].reserve = 0;
+      pthread_mutex_unlock(&pz_nodes[n].lock);
+    }
+    return 0;
+  }
+  struct pz_node_pool *np = current_pool();
   pthread_mutex_lock(&np->lock);
   np->reserve = want;
   if (!want) {

@@ -126,10 +126,21 @@ static void page_reporting_orders(void **state) {
   probe(NULL);
   assert_int_equal(pz_kernel.reporting_order, 9);
   assert_int_equal(pz_release_align(), 2 << 20);
+  put("/sys/module/page_reporting/parameters/page_reporting_order", "10\n");
+  probe(NULL);
+  assert_int_equal(pz_kernel.reporting_order, 10);
+  assert_int_equal(pz_release_align(), 4 << 20); /* releases in aligned 4 MiB blocks */
+  /* 11 is MAX_ORDER on 6.1: the placeholder the parameter holds until a
+   * reporting device (virtio-balloon) sets it; newer kernels hold -1 */
   put("/sys/module/page_reporting/parameters/page_reporting_order", "11\n");
   probe(NULL);
-  assert_int_equal(pz_kernel.reporting_order, 11);
-  assert_int_equal(pz_release_align(), 8 << 20); /* releases in aligned 8 MiB blocks */
+  assert_int_equal(pz_kernel.reporting_order, -1);
+  assert_int_equal(pz_kernel.reporting_order_raw, 11);
+  assert_int_equal(pz_release_align(), 2 << 20);
+  put("/sys/module/page_reporting/parameters/page_reporting_order", "4294967295\n");
+  probe(NULL);
+  assert_int_equal(pz_kernel.reporting_order, -1);
+  assert_int_equal(pz_release_align(), 2 << 20);
 }
 
 static void prezeroing_kernels(void **state) {

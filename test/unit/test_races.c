@@ -57,6 +57,9 @@ static void release_worker(void) {
 
 static int setup(void **state) {
   (void)state;
+  /* the pool under test is node 0's: run on its CPUs */
+  pz_ensure_init();
+  pz_os_pin_node(0);
   sem_init(&claimed, 0, 0);
   sem_init(&go, 0, 0);
   pz_ensure_init();

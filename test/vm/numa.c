@@ -363,7 +363,7 @@ int main(int argc, char **argv) {
     for (size_t pg = 0; pg < CROSS_SIZE / PAGE; pg += LARGE_STRIDE / 2)
       check_page(j, 3, "malloc(8M) touched first from another node", j->cross + pg * PAGE);
     check_page(j, 3, "malloc(8M) touched first from another node (last page)", j->cross + CROSS_SIZE - 1);
-    printf("numa: node %d: %lu MiB allocated there, first touched from node %d: %ld pages sampled, %ld off node %d\n",
+    printf("numa: node %d's thread: %lu MiB malloc, first touched from node %d: %ld pages sampled, %ld off node %d\n",
            j->node, CROSS_SIZE >> 20, node_id[other], j->sampled[3], j->wrong[3], j->expect);
   }
   sched_setaffinity(0, sizeof allowed, &allowed); /* unpinned again: the workers must pin themselves */
@@ -397,8 +397,11 @@ int main(int argc, char **argv) {
   int per_node[MAX_NODES] = {0};
   for (int w = 0; w < nworkers; w++) {
     int k = workers[w].node_idx;
-    printf("numa: worker tid %d: Cpus_allowed_list %s -> %s%d\n", (int)workers[w].tid, workers[w].cpus,
-           k >= 0 ? "node " : "NO single node", k >= 0 ? node_id[k] : 0);
+    if (k >= 0)
+      printf("numa: worker tid %d: Cpus_allowed_list %s -> node %d\n", (int)workers[w].tid, workers[w].cpus,
+             node_id[k]);
+    else
+      printf("numa: worker tid %d: Cpus_allowed_list %s -> no single node\n", (int)workers[w].tid, workers[w].cpus);
     if (k < 0) fail("worker tid %d is not pinned to exactly one node's CPUs (Cpus_allowed_list %s)",
                     (int)workers[w].tid, workers[w].cpus);
     else per_node[k]++;
