@@ -339,6 +339,8 @@ static bool thp_on(void) {
          (pz_kernel.thp_usable || pz_opt(PZ_OPT_THP) == PZ_THP_OPT_ALWAYS);
 }
 
+static void make_room(struct pz_node_pool *np, size_t fresh);
+
 void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, bool *zero_out,
                      size_t *zeroed_out) {
   if (n == 0 || n > (PZ_MAX_ALLOC >> PZ_CHUNK_SHIFT)) return NULL;
@@ -455,6 +457,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   bool start = ready && np->count[PZ_CS_READY] < min_ready_chunks(np);
   if (start) wake_worker(np);
   pthread_mutex_unlock(&np->lock);
+  if (untouched) make_room(np, untouched);
   if (huge_advice == 1) pz_os.madvise(base, n << PZ_CHUNK_SHIFT, MADV_NOHUGEPAGE);
   else if (huge_advice == 2) pz_os_hugepage(base, n << PZ_CHUNK_SHIFT);
   if (start) pz_workers_start(np->node);
@@ -996,32 +999,60 @@ int pz_chunk_reserve(size_t bytes) {
 
 /* ---------------------------------------------------------------- trim */
 
-/* Give back free memory above max(keep, the low watermark) now, in
- * releasable blocks, on the caller's thread (malloc_trim, prezero_trim). */
+/* Give back up to `give` free chunks of a node, never going under
+ * `floor` free chunks, in releasable blocks, on the caller's thread. */
+static size_t shrink_node(unsigned node, size_t give, size_t floor) {
+  struct pz_node_pool *np = &pz_nodes[node];
+  size_t done = 0;
+  while (done < give) {
+    pthread_mutex_lock(&np->lock);
+    size_t free = np->count[PZ_CS_DIRTY] + np->count[PZ_CS_READY];
+    size_t n = free > floor ? free - floor : 0;
+    if (n > give - done) n = give - done;
+    struct pz_claim c[16];
+    size_t nr = n ? claim_release(np, n, 0, c, 16) : 0;
+    pthread_mutex_unlock(&np->lock);
+    if (!nr) break;
+    bool ok[16];
+    for (size_t k = 0; k < nr; k++) {
+      ok[k] = pz_os_discard(c[k].region->base + (c[k].start << PZ_CHUNK_SHIFT), c[k].n << PZ_CHUNK_SHIFT) == 0;
+      if (ok[k]) done += c[k].n;
+    }
+    /* an allocation may have taken some of it meanwhile: complete hands over */
+    pz_pool_complete(node, c, nr, ok);
+    if (!ok[0]) break;
+  }
+  return done;
+}
+
+/* Give back free memory above max(keep, the low watermark) now (malloc_trim,
+ * prezero_trim). */
 size_t pz_chunk_trim(size_t keep) {
   size_t done = 0;
   for (unsigned node = 0; node < pz_topo.nnodes; node++) {
     struct pz_node_pool *np = &pz_nodes[node];
-    for (;;) {
-      pthread_mutex_lock(&np->lock);
-      size_t floor = min_ready_chunks(np), want = (keep + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;
-      if (want < floor) want = floor;
-      size_t free = np->count[PZ_CS_DIRTY] + np->count[PZ_CS_READY];
-      struct pz_claim c[16];
-      size_t nr = free > want ? claim_release(np, free - want, 0, c, 16) : 0;
-      pthread_mutex_unlock(&np->lock);
-      if (!nr) break;
-      bool ok[16];
-      for (size_t k = 0; k < nr; k++) {
-        ok[k] = pz_os_discard(c[k].region->base + (c[k].start << PZ_CHUNK_SHIFT), c[k].n << PZ_CHUNK_SHIFT) == 0;
-        if (ok[k]) done += c[k].n << PZ_CHUNK_SHIFT;
-      }
-      /* an allocation may have taken some of it meanwhile: complete hands over */
-      pz_pool_complete(node, c, nr, ok);
-      if (!ok[0]) break;
-    }
+    pthread_mutex_lock(&np->lock);
+    size_t floor = min_ready_chunks(np), want = (keep + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;
+    pthread_mutex_unlock(&np->lock);
+    done += shrink_node(node, SIZE_MAX, want > floor ? want : floor) << PZ_CHUNK_SHIFT;
   }
   return done;
+}
+
+/* An allocation about to fault `fresh` chunks in under a cgroup limit:
+ * if that would bring the cgroup within 10% of its limit, the pool gives
+ * back free memory first, on the allocating thread (the workers may be
+ * slow to notice, and the kernel would kill the biggest process: us). */
+static void make_room(struct pz_node_pool *np, size_t fresh) {
+  size_t limit = pz_kernel.cgroup_max < pz_kernel.cgroup_high ? pz_kernel.cgroup_max : pz_kernel.cgroup_high;
+  if (limit == SIZE_MAX) return;
+  size_t used = pz_probe_cgroup_usage(), need = fresh << PZ_CHUNK_SHIFT, high = limit - limit / 10;
+  if (used + need <= high) return;
+  size_t excess = (used + need - high + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;
+  pthread_mutex_lock(&np->lock);
+  size_t floor = np->reserve; /* POOL_MIN gives way to the limit; an explicit reserve does not */
+  pthread_mutex_unlock(&np->lock);
+  shrink_node(np->node, excess, floor);
 }
 
 /* ---------------------------------------------------------------- stats, fork */

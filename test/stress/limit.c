@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
       char *m = mmap(NULL, 8 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (m == MAP_FAILED) return 3;
       memset(m, 1, 8 * MiB);
-      usleep(100000);
+      usleep(150000);
     }
     sleep(1);
     return 0;
@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
     free(p);
     usleep(150000);
   }
-  /* another process in the cgroup grows (raw mmap, 8 MiB every 100 ms) to
+  /* another process in the cgroup grows (raw mmap, 8 MiB every 150 ms) to
    * more than the limit leaves beside our pool: our workers must give the
    * pool back before the kernel runs out and kills someone */
   size_t pool_now = rss() - 128 * MiB;
