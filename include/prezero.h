@@ -85,6 +85,7 @@ struct prezero_stats {
   /* version 4: mmaps */
   uint64_t mmap_served;            /* mmaps that got ready chunks (PREZERO_MMAP) */
   uint64_t mmap_ready_bytes;       /* ... bytes moved in ready */
+  uint64_t faults_injected;        /* OS calls failed on purpose (PREZERO_FAULTS, debug build) */
 };
 #define PREZERO_STATS_VERSION 4
 

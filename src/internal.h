@@ -120,6 +120,16 @@ PZ_HIDDEN int pz_os_pagemap_huge(void *p, size_t len, size_t *present, size_t *h
 PZ_HIDDEN uint64_t pz_os_random(void); /* getrandom or a time-seeded fallback */
 PZ_HIDDEN uint64_t pz_os_now_ns(void);
 
+/* ==================================================================== os/faults.c
+ * Fault injection (debug build, PREZERO_FAULTS): makes the OS calls fail,
+ * every Nth call of a kind, with a chosen errno. */
+enum pz_fault_kind { PZ_FAULT_MMAP, PZ_FAULT_MUNMAP, PZ_FAULT_MADVISE, PZ_FAULT_POPULATE, PZ_FAULT_MREMAP,
+                     PZ_FAULT_THREAD, PZ_FAULT__COUNT };
+PZ_HIDDEN void pz_faults_init(void);           /* after the options: installs the wrappers */
+PZ_HIDDEN size_t pz_faults_injected(void);
+/* pthread_create, or EAGAIN when a thread fault is injected. */
+PZ_HIDDEN int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+
 /* ==================================================================== os/zero.c
  * Zeroing with non-temporal stores, chosen by CPU features; populating. */
 enum pz_zero_method { PZ_ZERO_MEMSET, PZ_ZERO_SSE2, PZ_ZERO_AVX2, PZ_ZERO_CLZERO };
@@ -229,12 +239,13 @@ enum pz_opt {
   PZ_OPT_NODES,            /* node list as a bit mask (0: every node) */
   PZ_OPT_SYSFS_ROOT,       /* path: where /sys is read (tests present fake kernels) */
   PZ_OPT_PROC_ROOT,        /* path: where /proc is read */
+  PZ_OPT_FAULTS,           /* text: fault injection spec (debug build) */
   PZ_OPT__COUNT
 };
 enum { PZ_THP_OPT_AUTO = 0, PZ_THP_OPT_ALWAYS = 1, PZ_THP_OPT_NEVER = 2 };
 enum { PZ_POP_OFF = 0, PZ_POP_EAGER = 1, PZ_POP_LAZY = 2 };
 /* NODES: "0,2-3" -> bit mask; PATH: the value itself (points into environ) */
-enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM, PZ_OK_COUNT, PZ_OK_NODES, PZ_OK_PATH };
+enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM, PZ_OK_COUNT, PZ_OK_NODES, PZ_OK_PATH, PZ_OK_TEXT };
 enum pz_opt_source { PZ_SRC_DEFAULT, PZ_SRC_ENV, PZ_SRC_INVALID, PZ_SRC_SECURE };
 struct pz_option_desc {
   const char *name; /* without the PREZERO_ prefix */

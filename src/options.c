@@ -62,6 +62,8 @@ const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
                            "directory read in place of /sys by the kernel probe (testing)"},
     [PZ_OPT_PROC_ROOT] = {"PROC_ROOT", PZ_OK_PATH, 0, 0, 0, NULL,
                           "directory read in place of /proc by the kernel probe (testing)"},
+    [PZ_OPT_FAULTS] = {"FAULTS", PZ_OK_TEXT, 0, 0, 0, NULL,
+                       "fault injection for developers, debug build only: e.g. mmap:every=50,populate:every=3:errno=EFAULT"},
 };
 
 long long pz_opts[PZ_OPT__COUNT];
@@ -129,6 +131,10 @@ int pz_option_parse(const struct pz_option_desc *d, const char *s, long long *ou
     if (s[0] != '/') return -1; /* absolute paths only */
     *out = 1;
     return 0;
+  case PZ_OK_TEXT:
+    if (!s[0]) return -1;
+    *out = 1;
+    return 0;
   case PZ_OK_ENUM:
     for (int i = 0; d->choices[i]; i++)
       if (streq_ci(s, d->choices[i])) {
@@ -182,6 +188,7 @@ static const char *kind_hint(const struct pz_option_desc *d, char *buf, size_t c
     return buf;
   case PZ_OK_NODES: return "all, or node numbers and ranges below 64, e.g. 0,2-3";
   case PZ_OK_PATH: return "an absolute path";
+  case PZ_OK_TEXT: return "a non-empty value";
   }
   return "";
 }
@@ -237,7 +244,7 @@ void pz_options_print(void) {
     const struct pz_option_desc *d = &pz_option_table[i];
     if (d->kind == PZ_OK_ENUM)
       pz_log("option PREZERO_%s=%s", d->name, d->choices[pz_opts[i]]);
-    else if (d->kind == PZ_OK_PATH || d->kind == PZ_OK_NODES)
+    else if (d->kind == PZ_OK_PATH || d->kind == PZ_OK_NODES || d->kind == PZ_OK_TEXT)
       pz_log("option PREZERO_%s=%s", d->name, pz_opt_strs[i] ? pz_opt_strs[i] : (d->kind == PZ_OK_NODES ? "all" : ""));
     else
       pz_log("option PREZERO_%s=%lld", d->name, pz_opts[i]);

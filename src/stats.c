@@ -56,6 +56,7 @@ void pz_stats_collect(struct prezero_stats *st) {
   st->discarded_bytes = ps.node.discarded_bytes;
   read_smaps(st);
   st->mmap_served = atomic_load(&pz_gstats.mmap_served);
+  st->faults_injected = pz_faults_injected();
   st->mmap_ready_bytes = atomic_load(&pz_gstats.mmap_moved_bytes);
   st->released_bytes = ps.node.released_bytes;
   st->refaulted_bytes = ps.node.refaulted_bytes;
@@ -147,4 +148,5 @@ void pz_stats_print_fd(int fd) {
   line(fd, "large realloc in place", st.realloc_in_place, NULL);
   line(fd, "thread heaps", st.heaps, NULL);
   line(fd, "out of memory", st.oom, NULL);
+  if (st.faults_injected) line(fd, "faults injected (debug)", st.faults_injected, NULL);
 }

@@ -50,6 +50,7 @@ static void load_options(void) {
 
 static void init_once(void) {
   load_options();
+  pz_faults_init();
   pz_probe_kernel();
   pz_topo_init();
   pz_pool_init();

@@ -179,7 +179,8 @@ static void print_options(bool secure) {
     case PZ_OK_SIZE: human((unsigned long long)x, v, sizeof v); break;
     case PZ_OK_COUNT: snprintf(v, sizeof v, "%lld", x); break;
     case PZ_OK_NODES:
-    case PZ_OK_PATH: snprintf(v, sizeof v, "%s", pz_opt_strs[i] ? pz_opt_strs[i] : d->kind == PZ_OK_NODES ? "all" : "-"); break;
+    case PZ_OK_PATH:
+    case PZ_OK_TEXT: snprintf(v, sizeof v, "%s", pz_opt_strs[i] ? pz_opt_strs[i] : d->kind == PZ_OK_NODES ? "all" : "-"); break;
     }
     snprintf(name, sizeof name, "PREZERO_%s", d->name);
     printf("  %-26s %-10s %s\n", name, v, pz_opt_source_name((enum pz_opt_source)pz_opt_sources[i]));

@@ -99,7 +99,7 @@ static bool start(struct job *j, unsigned helpers, unsigned *started) {
   for (unsigned i = 0; i < helpers; i++) {
     pthread_t t;
     atomic_fetch_add(&j->refs, 1);
-    if (pthread_create(&t, &attr, helper, j) != 0) { /* EAGAIN: fewer helpers, same work */
+    if (pz_thread_create(&t, &attr, helper, j) != 0) { /* EAGAIN: fewer helpers, same work */
       atomic_fetch_sub(&j->refs, 1);
       break;
     }

@@ -140,7 +140,7 @@ bool pz_workers_start(unsigned node) {
   int started = 0;
   for (long long i = 0; i < pz_opt(PZ_OPT_WORKERS); i++) {
     pthread_t t;
-    if (pthread_create(&t, &attr, worker_main, (void *)(uintptr_t)node) == 0) {
+    if (pz_thread_create(&t, &attr, worker_main, (void *)(uintptr_t)node) == 0) {
       pthread_setname_np(t, "prezero-zero");
       started++;
     }

@@ -1,0 +1,146 @@
+/* Fault injection for developers (PREZERO_FAULTS, honoured by the debug
+ * build only): makes the OS calls prezero depends on fail, so tests can
+ * check that every failure is survived: the API returns NULL with ENOMEM
+ * where memory really is unavailable, falls back where another path
+ * exists, and never crashes, leaks or deadlocks.
+ *
+ *   PREZERO_FAULTS=KIND:every=N[:errno=NAME],...
+ *   KIND: mmap munmap madvise populate (MADV_POPULATE_WRITE) mremap
+ *         thread (pthread_create of workers and population helpers)
+ *   every=N: the Nth, 2Nth, ... call of that kind fails
+ *   errno: ENOMEM EINVAL EAGAIN EFAULT EPERM (default: the likeliest)
+ *
+ * Parsed from the option's text without allocating; the wrappers sit in
+ * the os hook table in front of the real calls. */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+#include "kabi.h"
+
+static const char *const kind_names[PZ_FAULT__COUNT] = {"mmap", "munmap", "madvise", "populate", "mremap",
+                                                        "thread"};
+static const int default_errno[PZ_FAULT__COUNT] = {ENOMEM, EINVAL, EINVAL, ENOMEM, ENOMEM, EAGAIN};
+static struct {
+  unsigned long every;
+  int err;
+  _Atomic unsigned long calls, injected;
+} faults[PZ_FAULT__COUNT];
+static struct pz_os_hooks real;
+static bool active;
+
+static bool hit(enum pz_fault_kind k, int *err) {
+  if (!faults[k].every) return false;
+  unsigned long n = atomic_fetch_add_explicit(&faults[k].calls, 1, memory_order_relaxed) + 1;
+  if (n % faults[k].every) return false;
+  atomic_fetch_add_explicit(&faults[k].injected, 1, memory_order_relaxed);
+  *err = faults[k].err;
+  return true;
+}
+
+static void *f_mmap(void *a, size_t l, int p, int f, int fd, off_t o) {
+  int e;
+  if (hit(PZ_FAULT_MMAP, &e)) {
+    errno = e;
+    return MAP_FAILED;
+  }
+  return real.mmap(a, l, p, f, fd, o);
+}
+static int f_munmap(void *a, size_t l) {
+  int e;
+  if (hit(PZ_FAULT_MUNMAP, &e)) {
+    errno = e;
+    return -1;
+  }
+  return real.munmap(a, l);
+}
+static int f_madvise(void *a, size_t l, int adv) {
+  int e;
+  if (hit(adv == MADV_POPULATE_WRITE ? PZ_FAULT_POPULATE : PZ_FAULT_MADVISE, &e)) {
+    errno = e;
+    return -1;
+  }
+  return real.madvise(a, l, adv);
+}
+static void *f_mremap(void *o, size_t ol, size_t nl, int f, void *na) {
+  int e;
+  if (hit(PZ_FAULT_MREMAP, &e)) {
+    errno = e;
+    return MAP_FAILED;
+  }
+  return real.mremap(o, ol, nl, f, na);
+}
+
+int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
+  int e;
+  if (active && hit(PZ_FAULT_THREAD, &e)) return e;
+  return pthread_create(t, attr, fn, arg);
+}
+
+size_t pz_faults_injected(void) {
+  size_t n = 0;
+  for (int k = 0; k < PZ_FAULT__COUNT; k++) n += atomic_load(&faults[k].injected);
+  return n;
+}
+
+static int errno_by_name(const char *s, size_t n) {
+  static const struct { const char *name; int e; } names[] = {
+      {"ENOMEM", ENOMEM}, {"EINVAL", EINVAL}, {"EAGAIN", EAGAIN}, {"EFAULT", EFAULT}, {"EPERM", EPERM}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strlen(names[i].name) == n && !strncmp(s, names[i].name, n)) return names[i].e;
+  return 0;
+}
+
+void pz_faults_init(void) {
+  const char *spec = pz_opt_strs[PZ_OPT_FAULTS];
+  if (!spec) return;
+  if (!PZ_DEBUG) {
+    pz_warn("PREZERO_FAULTS is honoured by the debug build only (-Ddebug_checks=true); ignored");
+    return;
+  }
+  for (const char *p = spec; *p;) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    const char *colon = memchr(p, ':', len);
+    size_t nlen = colon ? (size_t)(colon - p) : len;
+    int k = -1;
+    for (int i = 0; i < PZ_FAULT__COUNT; i++)
+      if (strlen(kind_names[i]) == nlen && !strncmp(p, kind_names[i], nlen)) k = i;
+    unsigned long every = 0;
+    int err = k >= 0 ? default_errno[k] : 0;
+    bool ok = k >= 0 && colon;
+    for (const char *q = colon; ok && q && q < p + len;) { /* ":every=N" ":errno=NAME" */
+      q++;
+      const char *next = memchr(q, ':', (size_t)(p + len - q));
+      size_t flen = next ? (size_t)(next - q) : (size_t)(p + len - q);
+      if (flen > 6 && !strncmp(q, "every=", 6)) {
+        every = 0;
+        for (const char *d = q + 6; d < q + flen; d++) {
+          if (*d < '0' || *d > '9') ok = false;
+          else every = every * 10 + (unsigned long)(*d - '0');
+        }
+      } else if (flen > 6 && !strncmp(q, "errno=", 6)) {
+        err = errno_by_name(q + 6, flen - 6);
+        ok = err != 0;
+      } else {
+        ok = false;
+      }
+      q = next;
+    }
+    if (!ok || !every) {
+      pz_warn("PREZERO_FAULTS: cannot read '%.*s' (want KIND:every=N[:errno=NAME]); ignored", (int)len, p);
+    } else {
+      faults[k].every = every;
+      faults[k].err = err;
+      active = true;
+    }
+    p = end ? end + 1 : p + len;
+  }
+  if (!active) return;
+  real = pz_os;
+  pz_os.mmap = f_mmap;
+  pz_os.munmap = f_munmap;
+  pz_os.madvise = f_madvise;
+  pz_os.mremap = f_mremap;
+}
