@@ -29,7 +29,9 @@
  *   peak=S       peak memory                           (default 1536M)
  *   ws=S         working set kept after the peak       (default 128M)
  *   block=S      block size of the peak allocations    (default 64M)
- *   wsblock=S    block size of the working set         (default 1M)
+ *   wsblock=S,.. block size(s) of the working set: one size, or a
+ *                comma-separated list used in turn (e.g. 64K,256K,1M,4M)
+ *                                                      (default 1M)
  *   small=S      part of ws held in small objects      (default 8M)
  *   hold_ms=MS   time the peak is held                 (default 500)
  *   period_ms=MS working-set touch period when idle    (default 200)
@@ -68,6 +70,26 @@ static long rss_kib(void)
     return v;
 }
 
+/* One size from "S[,S...]" (K/M/G suffixes); *next points past it. */
+static uint64_t parse_size_item(const char *s, const char **next)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno != 0 || end == s || s[0] == '-')
+        bench_fail(BENCH_EXIT_USAGE, "bad size in '%s'", s);
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; end++; break;
+    case 'm': case 'M': v <<= 20; end++; break;
+    case 'g': case 'G': v <<= 30; end++; break;
+    default: break;
+    }
+    if (*end != '\0' && *end != ',')
+        bench_fail(BENCH_EXIT_USAGE, "bad size in '%s'", s);
+    *next = *end == ',' ? end + 1 : NULL;
+    return v;
+}
+
 /* Write every 4 KiB page of a calloc'd block once; the old value must be 0. */
 static void first_touch(unsigned char *p, size_t n, uint64_t tag)
 {
@@ -90,18 +112,25 @@ int main(int argc, char **argv)
 {
     static const char *const keys[] = {"peak", "ws", "block", "wsblock", "small",
                                        "hold_ms", "period_ms", NULL};
-    const char *usage = "[peak=1536M] [ws=128M] [block=64M] [wsblock=1M] [small=8M] "
+    const char *usage = "[peak=1536M] [ws=128M] [block=64M] [wsblock=1M[,S...]] [small=8M] "
                         "[hold_ms=500] [period_ms=200]";
     arg_validate(argc, argv, usage, keys);
     uint64_t peak = arg_u64(argc, argv, "peak", 1536ull << 20);
     uint64_t ws = arg_u64(argc, argv, "ws", 128ull << 20);
     uint64_t block = arg_u64(argc, argv, "block", 64ull << 20);
-    uint64_t wsblock = arg_u64(argc, argv, "wsblock", 1ull << 20);
+    const char *wsblock_arg = arg_str(argc, argv, "wsblock", "1M");
+    uint64_t wsizes[32];
+    size_t nwsizes = 0;
+    for (const char *q = wsblock_arg; q != NULL && nwsizes < 32;)
+        wsizes[nwsizes++] = parse_size_item(q, &q);
     uint64_t small = arg_u64(argc, argv, "small", 8ull << 20);
     uint64_t hold_ms = arg_u64(argc, argv, "hold_ms", 500);
     uint64_t period_ms = arg_u64_range(argc, argv, "period_ms", 200, 1, 3600000);
-    if (block < PAGE || wsblock < PAGE || ws > peak || small > ws)
-        bench_fail(BENCH_EXIT_USAGE, "need block, wsblock >= 4K, small <= ws <= peak\nusage: %s %s",
+    int bad = block < PAGE || ws > peak || small > ws || nwsizes == 0;
+    for (size_t i = 0; i < nwsizes; i++)
+        bad |= wsizes[i] < 16;
+    if (bad)
+        bench_fail(BENCH_EXIT_USAGE, "need block >= 4K, wsblock >= 16, small <= ws <= peak\nusage: %s %s",
                    argv[0], usage);
 
     struct sigaction sa;
@@ -113,7 +142,14 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     size_t nbig = (size_t)((peak - ws + block - 1) / block);
-    size_t nws = (size_t)((ws - small) / wsblock);
+    /* working-set blocks: the sizes in turn while they fit in ws - small */
+    size_t nws = 0;
+    for (uint64_t sum = 0;; nws++) {
+        uint64_t n = wsizes[nws % nwsizes];
+        if (sum + n > ws - small)
+            break;
+        sum += n;
+    }
     unsigned char **big = bench_calloc(nbig ? nbig : 1, sizeof *big);
     struct wsblk *wsb = bench_calloc(nws ? nws : 1, sizeof *wsb);
     /* small objects: sizes 16..4096, as many as fit in `small` bytes */
@@ -139,7 +175,7 @@ int main(int argc, char **argv)
         if (b == nbig)
             ws_upto = nws;
         for (; iws < ws_upto; iws++) {
-            wsb[iws].n = (size_t)wsblock;
+            wsb[iws].n = (size_t)wsizes[iws % nwsizes];
             wsb[iws].tag = rng_next(&r) | 1;
             wsb[iws].p = bench_calloc(1, wsb[iws].n);
             first_touch(wsb[iws].p, wsb[iws].n, wsb[iws].tag);
@@ -194,7 +230,7 @@ int main(int argc, char **argv)
             if (w[0] != wsb[i].tag + rounds - 1)
                 bench_fail(BENCH_EXIT_CORRUPT, "working-set block %zu clobbered", i);
             w[0] = wsb[i].tag + rounds;
-            for (size_t off = PAGE; off < wsb[i].n; off += PAGE)
+            for (size_t off = PAGE; off + 8 < wsb[i].n; off += PAGE)
                 wsb[i].p[off + 8] = (unsigned char)rounds;
         }
         for (size_t i = 0; i < nsmall; i++) {
