@@ -144,27 +144,30 @@ uint64_t pz_os_random(void) {
  * one ioctl walks the page tables and returns ranges by category, without
  * reading a text file. ENOTTY/EINVAL on older kernels: the caller falls back. */
 int pz_os_pagemap_huge(void *p, size_t len, size_t *present, size_t *huge) {
-  static _Atomic int fd_cache = -1;
-  int fd = atomic_load_explicit(&fd_cache, memory_order_relaxed);
+  /* opened and closed per call: a library must not keep a descriptor the
+   * program can see (programs list and close their fds; python's
+   * subprocess tests check that a child has exactly the fds it passed) */
+  char path[256];
+  pz_probe_path(PZ_ROOT_PROC, "/self/pagemap", path, sizeof path);
+  int saved = errno;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    char path[256];
-    pz_probe_path(PZ_ROOT_PROC, "/self/pagemap", path, sizeof path);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    int expect = -1;
-    if (!atomic_compare_exchange_strong(&fd_cache, &expect, fd)) {
-      close(fd);
-      fd = expect;
-    }
+    int e = errno;
+    errno = saved;
+    return e;
   }
   struct page_region vec[64];
   uint64_t start = (uintptr_t)p, end = start + len;
+  int err = 0;
   while (start < end) {
     struct pm_scan_arg arg = {.size = sizeof arg, .start = start, .end = end, .vec = (uintptr_t)vec,
                               .vec_len = 64, .category_anyof_mask = PAGE_IS_PRESENT,
                               .return_mask = PAGE_IS_PRESENT | PAGE_IS_HUGE};
     long n = ioctl(fd, PAGEMAP_SCAN, &arg);
-    if (n < 0) return errno;
+    if (n < 0) {
+      err = errno;
+      break;
+    }
     for (long i = 0; i < n; i++) {
       size_t bytes = (size_t)(vec[i].end - vec[i].start);
       *present += bytes;
@@ -173,5 +176,7 @@ int pz_os_pagemap_huge(void *p, size_t len, size_t *present, size_t *huge) {
     if (arg.walk_end <= start) break;
     start = arg.walk_end;
   }
-  return 0;
+  close(fd);
+  errno = saved;
+  return err;
 }

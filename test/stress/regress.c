@@ -129,7 +129,35 @@ static void reserve_over_fragments(void) {
   prezero_reserve(0);
 }
 
+/* ---- a library must not keep descriptors the program can see (python's
+ * subprocess tests list a child's fds; daemons close them all) */
+static int kept_fds(void) { /* descriptors on kernel files a library might open */
+  int n = 0;
+  char path[64], target[256];
+  for (int fd = 0; fd < 1024; fd++) {
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t len = readlink(path, target, sizeof target - 1);
+    if (len <= 0) continue;
+    target[len] = 0;
+    if (strstr(target, "/proc/") || strstr(target, "/sys/") || strstr(target, "userfaultfd")) {
+      fprintf(stderr, "regress: fd %d open on %s\n", fd, target);
+      n++;
+    }
+  }
+  return n;
+}
+
+static void no_descriptors_kept(void) {
+  struct prezero_stats st;
+  prezero_stats_get(&st); /* PAGEMAP_SCAN, smaps_rollup */
+  void *volatile p = calloc(1, 64 << 20);
+  free(p);
+  prezero_stats_get(&st);
+  if (kept_fds() != 0) failures++;
+}
+
 int main(void) {
+  no_descriptors_kept();
   remote_frees_do_not_leak(300000, 200000); /* medium blocks */
   remote_frees_do_not_leak(300000, 64);     /* small blocks */
   trim_races_allocations();
