@@ -388,6 +388,7 @@ enum { PZ_CA_PREFER_ZERO = 1, PZ_CA_ZERO = 3 };
 PZ_HIDDEN void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind,
                                bool *zero_out, size_t *zeroed_out);
 PZ_HIDDEN void pz_chunk_free(void *base);         /* whole run, by head */
+PZ_HIDDEN extern _Atomic size_t pz_small_used_slices; /* kept by small.c: spans in use */
 /* Move the pages of run `from` into run `to` (just allocated, longer) with
  * mremap: no copy. `from` is freed, its address range fresh again. */
 PZ_HIDDEN bool pz_chunk_move(void *from, void *to);

@@ -333,6 +333,7 @@ static void wake_worker(struct pz_node_pool *np) {
  * heaps (measured: ls 4.2 vs 2.2 MiB, a python run 44 vs 35 MiB) and is
  * noise above this. Large runs always get huge pages. */
 #define SMALL_HUGE_MIN_CHUNKS 32
+_Atomic size_t pz_small_used_slices; /* slices in use by small/medium spans, all heaps */
 
 static bool thp_on(void) {
   return pz_opt(PZ_OPT_THP) != PZ_THP_OPT_NEVER &&
@@ -436,7 +437,11 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   r->runlen[best_i] = (uint32_t)n;
   int huge_advice = 0; /* 1: MADV_NOHUGEPAGE, 2: MADV_HUGEPAGE, after unlocking */
   if (thp_on()) {
-    bool want_small = kind == PZ_MK_SMALL && np->small_chunks < SMALL_HUGE_MIN_CHUNKS;
+    /* small-object chunks get huge pages only in a big and dense small heap:
+     * a chunk holding one 1 MiB block would otherwise cost 2 MiB of RSS */
+    size_t used = (size_t)atomic_load_explicit(&pz_small_used_slices, memory_order_relaxed);
+    bool want_small = kind == PZ_MK_SMALL && (np->small_chunks < SMALL_HUGE_MIN_CHUNKS ||
+                                              used * 4 < np->small_chunks * (PZ_SLICES - 1) * 3);
     for (size_t k = 0; k < n; k++) {
       uint8_t *nh = &r->nohuge[(size_t)best_i + k];
       if (want_small && !*nh) *nh = 1, huge_advice = 1;

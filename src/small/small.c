@@ -124,6 +124,7 @@ static pz_page *span_alloc(pz_heap *h, unsigned n, bool want_zero) {
 found:;
   uint32_t m = span_mask(start, n);
   c->used_slices |= m;
+  atomic_fetch_add_explicit(&pz_small_used_slices, n, memory_order_relaxed);
   pz_page *pg = &c->pages[start];
   for (unsigned k = 1; k < n; k++) c->pages[start + k].slice_offset = (uint8_t)k;
   pg->nslices = (uint8_t)n;
@@ -148,6 +149,7 @@ static void page_retire(pz_heap *h, pz_page *pg) {
   unsigned start = (unsigned)((pg->start - (char *)c) >> PZ_SLICE_SHIFT), n = pg->nslices;
   uint32_t m = span_mask(start, n);
   c->used_slices &= ~m;
+  atomic_fetch_sub_explicit(&pz_small_used_slices, n, memory_order_relaxed);
   c->dirty_slices |= m;
   for (unsigned k = 0; k < n; k++) c->pages[start + k].slice_offset = 0;
   memset(pg, 0, sizeof *pg);
