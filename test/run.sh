@@ -18,5 +18,8 @@ meson test -C "$builddir" --print-errorlogs --num-processes 2 --suite unit --sui
 ninja -C "$builddir-debug"
 meson test -C "$builddir-debug" --print-errorlogs --num-processes 2 --suite unit --suite stress
 
+# The libFuzzer harness for 20 s (clang; skipped with a reason without it).
+meson test -C "$builddir" --print-errorlogs --suite fuzz
+
 # NUMA placement and kernel fallbacks inside a small VM (../shared/vmtest): 1-2 minutes.
 meson test -C "$builddir" --print-errorlogs --num-processes 2 --suite vm
