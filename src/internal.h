@@ -353,6 +353,7 @@ struct pz_node_pool {
   unsigned node, sleeping;
   bool forked;            /* child after fork: inherited dirty chunks are shared copy-on-write */
   bool pressure;          /* the last look at the memory limits found them close */
+  bool tight;             /* ... or found no head room left for pre-faulting */
   uint64_t limits_checked_ns;
   uint32_t claim_seq;     /* claim ids */
   size_t headroom;        /* chunks the limits let workers pre-fault (SIZE_MAX: no limit) */

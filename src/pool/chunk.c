@@ -804,6 +804,10 @@ static void check_limits(struct pz_node_pool *np, size_t *headroom) {
   }
   if (pressure && !np->pressure) np->st.pressure_events++;
   np->pressure = pressure;
+  /* tight: no head room left for pre-faulting. Idle memory above the low
+   * watermark then goes back after the short decay, not the retention:
+   * another process near the limit may need it before we notice pressure */
+  np->tight = room == 0;
   *headroom = room == SIZE_MAX ? SIZE_MAX : room >> PZ_CHUNK_SHIFT;
 }
 
@@ -822,6 +826,7 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
       np->headroom = headroom;
     }
     long decay = (long)pz_opt(PZ_OPT_DECAY_MS), retain = (long)pz_opt(PZ_OPT_RETAIN_MS);
+    if (np->tight && (!retain || retain > decay)) retain = decay ? decay : 1;
     uint32_t now = now_ms();
     struct pz_plan_in in = {
         .ready = np->count[PZ_CS_READY], .dirty = np->count[PZ_CS_DIRTY],
