@@ -209,12 +209,24 @@ def build_cases(quick):
         metric="create_us", info={"size": guest, "startup_ms": startup},
         env={"prezero": {"PREZERO_POOL_MIN": size_label(guest)}})]
     # vm-create-mmap: the VMM maps guest RAM with mmap (the mmap issue's
-    # case): warm (prezero keeps a pool of the guest's size ready), cold,
+    # case): warm (prezero keeps a pool of the guest's size ready; first
+    # touches served by userfaultfd moves, or with PREZERO_UFFD=0 the ready
+    # run moved in up front), half-warm (a pool of half the guest), sparse
+    # (the guest touches one 2 MiB block in four, scattered; a pool of a
+    # quarter of the guest), cold,
     # cold with MAP_POPULATE (prezero populates with helper threads), and the
     # kernel's best on this machine: raw threads calling MADV_POPULATE_WRITE.
     mm = []
     for label, args, env in (
             ("warm", ["mode=mmap"], {"prezero": {"PREZERO_POOL_MIN": size_label(guest)}}),
+            ("warm PREZERO_UFFD=0", ["mode=mmap"],
+             {"prezero": {"PREZERO_POOL_MIN": size_label(guest), "PREZERO_UFFD": "0"}}),
+            ("half-warm", ["mode=mmap"], {"prezero": {"PREZERO_POOL_MIN": size_label(guest // 2)}}),
+            ("half-warm PREZERO_UFFD=0", ["mode=mmap"],
+             {"prezero": {"PREZERO_POOL_MIN": size_label(guest // 2), "PREZERO_UFFD": "0"}}),
+            ("sparse", ["mode=mmap", "touch=4"], {"prezero": {"PREZERO_POOL_MIN": size_label(guest // 4)}}),
+            ("sparse PREZERO_UFFD=0", ["mode=mmap", "touch=4"],
+             {"prezero": {"PREZERO_POOL_MIN": size_label(guest // 4), "PREZERO_UFFD": "0"}}),
             ("cold", ["mode=mmap"], None),
             ("cold MAP_POPULATE", ["mode=mmap-populate"], None),
             ("raw %d threads" % VM_RAW_THREADS, ["mode=mmap-raw", "threads=%d" % VM_RAW_THREADS], None)):

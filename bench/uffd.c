@@ -36,17 +36,6 @@
 
 #include "../src/os/kabi.h"
 
-#ifndef UFFDIO_MOVE
-struct uffdio_move {
-    __u64 dst;
-    __u64 src;
-    __u64 len;
-    __u64 mode;
-    __s64 move;
-};
-#define _UFFDIO_MOVE (0x05)
-#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
-#endif
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
 #endif

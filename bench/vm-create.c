@@ -39,6 +39,9 @@
  *                    MADV_POPULATE_WRITE on a disjoint slice: the best the
  *                    kernel allows on this machine, with no allocator involved
  *   threads=N      threads for mode=mmap-raw            (default 2)
+ *   touch=N        touch the pages of one 2 MiB block in every N (default 1:
+ *                  all); N > 1 plays a guest that uses part of its RAM,
+ *                  scattered (the rest is checked to read zero, sampled)
  *   guest=S        guest RAM, a multiple of 4 KiB      (default 2G)
  *   startup_ms=MS  length of the start-up phase        (default 1500)
  *   records=N      records per start-up round          (default 24576)
@@ -147,8 +150,9 @@ static unsigned char *guest_ram(const char *mode, size_t guest, unsigned threads
 
 int main(int argc, char **argv)
 {
-    static const char *const keys[] = {"guest", "startup_ms", "records", "seed", "mode", "threads", NULL};
-    arg_validate(argc, argv, "[guest=S] [startup_ms=MS] [records=N] [seed=S] [mode=calloc|mmap|mmap-populate|mmap-raw] [threads=N]", keys);
+    static const char *const keys[] = {"guest", "startup_ms", "records", "seed", "mode", "threads", "touch", NULL};
+    arg_validate(argc, argv, "[guest=S] [startup_ms=MS] [records=N] [seed=S] [mode=calloc|mmap|mmap-populate|mmap-raw] [threads=N] [touch=N]", keys);
+    size_t every = (size_t)arg_u64_range(argc, argv, "touch", 1, 1, 1u << 20);
     const char *mode = arg_str(argc, argv, "mode", "calloc");
     unsigned threads = (unsigned)arg_u64_range(argc, argv, "threads", 2, 1, 64);
     if (strcmp(mode, "calloc") && strcmp(mode, "mmap") && strcmp(mode, "mmap-populate") && strcmp(mode, "mmap-raw"))
@@ -181,6 +185,10 @@ int main(int argc, char **argv)
     /* create: calloc the guest RAM and touch every page once */
     unsigned char *g = guest_ram(mode, guest, threads);
     for (size_t off = 0; off < guest; off += PAGE) {
+        if ((off >> 21) % every) {
+            off = (((off >> 21) + 1) << 21) - PAGE; /* skip the block */
+            continue;
+        }
         uint64_t tag = (off / PAGE) * 0x9E3779B97F4A7C15ull + 1;
         uint64_t old = __atomic_exchange_n((uint64_t *)(g + off), tag, __ATOMIC_RELAXED);
         if (old != 0)
@@ -194,6 +202,13 @@ int main(int argc, char **argv)
     /* verify, untimed: tags stayed, the rest of each page is still zero */
     uint64_t sum = 0;
     for (size_t off = 0; off < guest; off += PAGE) {
+        if ((off >> 21) % every) { /* untouched: reads zero (one word in 16 blocks:
+                                      reading faults memory in) */
+            if ((off >> 21) % 16 == 1 && g[off] != 0)
+                bench_fail(BENCH_EXIT_CORRUPT, "untouched guest page at %zu not zero", off);
+            off = (((off >> 21) + 1) << 21) - PAGE;
+            continue;
+        }
         uint64_t tag = (off / PAGE) * 0x9E3779B97F4A7C15ull + 1;
         uint64_t w, mid;
         memcpy(&w, g + off, 8);

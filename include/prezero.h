@@ -86,8 +86,14 @@ struct prezero_stats {
   uint64_t mmap_served;            /* mmaps that got ready chunks (PREZERO_MMAP) */
   uint64_t mmap_ready_bytes;       /* ... bytes moved in ready */
   uint64_t faults_injected;        /* OS calls failed on purpose (PREZERO_FAULTS, debug build) */
+  /* version 5: first touches of served mmaps answered by userfaultfd (PREZERO_UFFD) */
+  uint64_t uffd_mappings;          /* mmaps registered */
+  uint64_t uffd_faults;            /* faults the handler answered */
+  uint64_t uffd_moved_bytes;       /* ... by moving ready huge pages in */
+  uint64_t uffd_copied_bytes;      /* ... with nothing ready: by copying zeros in (4 KiB pages) */
+  uint64_t uffd_fallbacks;         /* ... by filling one 4 KiB page with zeros, as the kernel does */
 };
-#define PREZERO_STATS_VERSION 4
+#define PREZERO_STATS_VERSION 5
 
 /* Fault [ptr, ptr+len) in (writable, resident) with helper threads on the
  * calling thread's NUMA node, without changing its contents (rounded out to

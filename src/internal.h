@@ -124,9 +124,12 @@ PZ_HIDDEN uint64_t pz_os_now_ns(void);
  * Fault injection (debug build, PREZERO_FAULTS): makes the OS calls fail,
  * every Nth call of a kind, with a chosen errno. */
 enum pz_fault_kind { PZ_FAULT_MMAP, PZ_FAULT_MUNMAP, PZ_FAULT_MADVISE, PZ_FAULT_POPULATE, PZ_FAULT_MREMAP,
-                     PZ_FAULT_THREAD, PZ_FAULT__COUNT };
+                     PZ_FAULT_THREAD, PZ_FAULT_UFFD, PZ_FAULT_MOVE, PZ_FAULT__COUNT };
 PZ_HIDDEN void pz_faults_init(void);           /* after the options: installs the wrappers */
 PZ_HIDDEN size_t pz_faults_injected(void);
+/* For calls made outside the hook table (userfaultfd): true (and *err)
+ * when this call of kind k is to fail. */
+PZ_HIDDEN bool pz_fault_hit(enum pz_fault_kind k, int *err);
 /* pthread_create, or EAGAIN when a thread fault is injected. */
 PZ_HIDDEN int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 
@@ -233,6 +236,7 @@ enum pz_opt {
   PZ_OPT_REPORT_BATCH,     /* count: chunks released at least per batch */
   PZ_OPT_MMAP,             /* bool: serve large anonymous mmaps from ready chunks */
   PZ_OPT_MMAP_THRESHOLD,   /* size: from this length */
+  PZ_OPT_UFFD,             /* bool: serve faults on served mmaps with userfaultfd moves */
   PZ_OPT_POPULATE,         /* enum off|eager|lazy: populate large allocations */
   PZ_OPT_POPULATE_MIN,     /* size: least work per population helper */
   PZ_OPT_POPULATE_THREADS, /* count: most helpers (0: the node's CPUs) */
@@ -378,7 +382,8 @@ struct pz_claim {
   bool release;             /* ... because it was idle (decay, pressure, trim) */
   uint32_t id;              /* set by the pool: completion acts only on chunks still held by it */
 };
-#define PZ_CLAIM_POP 0x80000000u /* in a claim id: pre-faulting (zero memory stays zero) */
+#define PZ_CLAIM_POP 0x80000000u  /* in a claim id: pre-faulting (zero memory stays zero) */
+#define PZ_CLAIM_MOVE 0x40000000u /* ... moving its pages out: an allocation may not take it */
 /* Allocate a run of `n` chunks aligned to `align` bytes (a power of two;
  * 0 = chunk alignment). Flags: PZ_CA_PREFER_ZERO picks chunks that read
  * zero first (else dirty ones first, saving zero memory for calloc);
@@ -653,6 +658,22 @@ PZ_HIDDEN void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off
  * of dst_len bytes replacing [dst, dst+dst_len). Returns chunks moved (0:
  * none ready, or the move failed and nothing changed). */
 PZ_HIDDEN size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len);
+/* userfaultfd serving: one READY huge-page chunk of `node`'s pool, held
+ * while its pages are moved out (NULL: none ready); then done with the
+ * bytes that left it (0: it is still ready; else it reads zero, untouched).
+ * `stale`: its pages could not move (shared with a forked child since):
+ * give them back, the workers fault in fresh ones. */
+PZ_HIDDEN void *pz_chunk_lend_one(unsigned node);
+PZ_HIDDEN void pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale);
+/* The node's pool has, or keeps, ready chunks (a racy look, no lock). */
+PZ_HIDDEN bool pz_pool_serves(unsigned node);
+/* large/uffd.c: serve first touches of [p, p+len) (2 MiB-aligned start) by
+ * moving ready chunks in (UFFDIO_MOVE). False when userfaultfd cannot be
+ * used here (the mapping is then left as it was). */
+PZ_HIDDEN bool pz_uffd_register(void *p, size_t len, unsigned node);
+PZ_HIDDEN void pz_uffd_postfork(bool child);
+/* Why served mmaps will not use userfaultfd here (NULL: they will). */
+PZ_HIDDEN const char *pz_uffd_why_not(void);
 
 /* ==================================================================== stats.c */
 struct pz_gstats {
@@ -661,6 +682,7 @@ struct pz_gstats {
   _Atomic size_t realloc_moved_pages, realloc_in_place, realloc_copied;
   _Atomic size_t oom;
   _Atomic size_t mmap_served, mmap_moved_bytes;
+  _Atomic size_t uffd_mappings, uffd_faults, uffd_moved_bytes, uffd_copied_bytes, uffd_fallbacks;
 };
 PZ_HIDDEN extern struct pz_gstats pz_gstats;
 PZ_HIDDEN void pz_stats_collect(struct prezero_stats *st);

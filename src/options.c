@@ -50,6 +50,8 @@ const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
                      "serve large private anonymous read/write mmaps partly from ready chunks (moved in, no copy)"},
     [PZ_OPT_MMAP_THRESHOLD] = {"MMAP_THRESHOLD", PZ_OK_SIZE, 32 << 20, 2 << 20, 1LL << 50, NULL,
                                "smallest mmap served from the pool"},
+    [PZ_OPT_UFFD] = {"UFFD", PZ_OK_BOOL, 1, 0, 1, NULL,
+                     "serve first touches of served mmaps by moving ready huge pages in (userfaultfd, Linux 6.8, privileged)"},
     [PZ_OPT_POPULATE] = {"POPULATE", PZ_OK_ENUM, PZ_POP_OFF, 0, 2, populate_choices,
                          "large allocations beyond the ready pool: off, eager (fault in before returning, in parallel), lazy (in the background)"},
     [PZ_OPT_POPULATE_MIN] = {"POPULATE_MIN", PZ_OK_SIZE, 64 << 20, 2 << 20, 1LL << 50, NULL,

@@ -58,6 +58,11 @@ void pz_stats_collect(struct prezero_stats *st) {
   st->mmap_served = atomic_load(&pz_gstats.mmap_served);
   st->faults_injected = pz_faults_injected();
   st->mmap_ready_bytes = atomic_load(&pz_gstats.mmap_moved_bytes);
+  st->uffd_mappings = atomic_load(&pz_gstats.uffd_mappings);
+  st->uffd_faults = atomic_load(&pz_gstats.uffd_faults);
+  st->uffd_moved_bytes = atomic_load(&pz_gstats.uffd_moved_bytes);
+  st->uffd_copied_bytes = atomic_load(&pz_gstats.uffd_copied_bytes);
+  st->uffd_fallbacks = atomic_load(&pz_gstats.uffd_fallbacks);
   st->released_bytes = ps.node.released_bytes;
   st->refaulted_bytes = ps.node.refaulted_bytes;
   st->pressure_events = ps.node.pressure_events;
@@ -144,6 +149,11 @@ void pz_stats_print_fd(int fd) {
   line(fd, "memory pressure events", st.pressure_events, NULL);
   line(fd, "mmaps served from the pool", st.mmap_served, NULL);
   line(fd, "  ready bytes moved in", st.mmap_ready_bytes, "B");
+  line(fd, "  served by userfaultfd", st.uffd_mappings, NULL);
+  line(fd, "  first-touch faults answered", st.uffd_faults, NULL);
+  line(fd, "    by moving huge pages in", st.uffd_moved_bytes, "B");
+  line(fd, "    by copying zeros in", st.uffd_copied_bytes, "B");
+  line(fd, "    by one 4 KiB zero page", st.uffd_fallbacks, NULL);
   line(fd, "large realloc by mremap", st.realloc_moved, NULL);
   line(fd, "large realloc in place", st.realloc_in_place, NULL);
   line(fd, "thread heaps", st.heaps, NULL);

@@ -39,6 +39,7 @@ static void postfork_child(void) {
   if (atomic_load(&pz_init_state) != 2) return;
   pz_meta_postfork();
   pz_pool_postfork(true);
+  pz_uffd_postfork(true);
   pz_heaps_postfork(true);
 }
 

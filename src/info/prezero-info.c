@@ -109,6 +109,10 @@ static void print_probe(void) {
     printf("                             features 0x%llx (WP_ASYNC: %s, MOVE: %s), ioctls 0x%llx\n",
            (unsigned long long)k->uffd_features, yes(k->uffd_features & UFFD_FEATURE_WP_ASYNC),
            yes(k->uffd_features & UFFD_FEATURE_MOVE), (unsigned long long)k->uffd_ioctls);
+  const char *why = pz_uffd_why_not();
+  printf("                             served mmaps: %s%s\n",
+         why ? "ready run moved in with mremap; userfaultfd not used: " : "first touches answered by moving ready huge pages in (UFFDIO_MOVE)",
+         why ? why : "");
   if (k->reporting_order >= 0) {
     printf("  free page reporting        order %d (%s blocks)\n", k->reporting_order,
            human((unsigned long long)k->page_size << k->reporting_order, a, sizeof a));

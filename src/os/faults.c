@@ -7,8 +7,9 @@
  *   PREZERO_FAULTS=KIND:every=N[:errno=NAME],...
  *   KIND: mmap munmap madvise populate (MADV_POPULATE_WRITE) mremap
  *         thread (pthread_create of workers and population helpers)
+ *         uffd (opening userfaultfd) move (UFFDIO_MOVE)
  *   every=N: the Nth, 2Nth, ... call of that kind fails
- *   errno: ENOMEM EINVAL EAGAIN EFAULT EPERM (default: the likeliest)
+ *   errno: ENOMEM EINVAL EAGAIN EFAULT EPERM EBUSY ENOSYS (default: the likeliest)
  *
  * Parsed from the option's text without allocating; the wrappers sit in
  * the os hook table in front of the real calls. */
@@ -19,9 +20,9 @@
 #include "internal.h"
 #include "kabi.h"
 
-static const char *const kind_names[PZ_FAULT__COUNT] = {"mmap", "munmap", "madvise", "populate", "mremap",
-                                                        "thread"};
-static const int default_errno[PZ_FAULT__COUNT] = {ENOMEM, EINVAL, EINVAL, ENOMEM, ENOMEM, EAGAIN};
+static const char *const kind_names[PZ_FAULT__COUNT] = {"mmap",   "munmap", "madvise", "populate",
+                                                        "mremap", "thread", "uffd",    "move"};
+static const int default_errno[PZ_FAULT__COUNT] = {ENOMEM, EINVAL, EINVAL, ENOMEM, ENOMEM, EAGAIN, EPERM, EBUSY};
 static struct {
   unsigned long every;
   int err;
@@ -72,6 +73,8 @@ static void *f_mremap(void *o, size_t ol, size_t nl, int f, void *na) {
   return real.mremap(o, ol, nl, f, na);
 }
 
+bool pz_fault_hit(enum pz_fault_kind k, int *err) { return active && hit(k, err); }
+
 int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
   int e;
   if (active && hit(PZ_FAULT_THREAD, &e)) return e;
@@ -86,7 +89,8 @@ size_t pz_faults_injected(void) {
 
 static int errno_by_name(const char *s, size_t n) {
   static const struct { const char *name; int e; } names[] = {
-      {"ENOMEM", ENOMEM}, {"EINVAL", EINVAL}, {"EAGAIN", EAGAIN}, {"EFAULT", EFAULT}, {"EPERM", EPERM}};
+      {"ENOMEM", ENOMEM}, {"EINVAL", EINVAL}, {"EAGAIN", EAGAIN}, {"EFAULT", EFAULT}, {"EPERM", EPERM},
+      {"EBUSY", EBUSY},   {"ENOSYS", ENOSYS}};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strlen(names[i].name) == n && !strncmp(s, names[i].name, n)) return names[i].e;
   return 0;

@@ -21,6 +21,21 @@
 #ifndef UFFD_FEATURE_MOVE
 #define UFFD_FEATURE_MOVE (1 << 16) /* 6.8 */
 #endif
+/* UFFDIO_MOVE (6.8): move pages between two private anonymous ranges of
+ * one process, page tables only (a 2 MiB-aligned huge page stays one). */
+#ifndef _UFFDIO_MOVE
+#define _UFFDIO_MOVE (0x05)
+struct uffdio_move {
+  __u64 dst;
+  __u64 src;
+  __u64 len;
+#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+  __u64 mode;
+  __s64 move; /* bytes moved, or -errno */
+};
+#define UFFDIO_MOVE _IOWR(0xAA, _UFFDIO_MOVE, struct uffdio_move)
+#endif
 
 /* PAGEMAP_SCAN (6.7): one ioctl on /proc/self/pagemap reports ranges of
  * pages by category, e.g. present and huge. */

@@ -144,8 +144,8 @@ static void transition(struct pz_node_pool *np, struct pz_region *r, size_t i, e
 /* With the lock held: a fresh claim id (never 0), with PZ_CLAIM_POP for
  * pre-faulting claims. */
 static uint32_t new_claim_id(struct pz_node_pool *np, bool pop) {
-  uint32_t id = ++np->claim_seq & ~PZ_CLAIM_POP;
-  if (!id) id = ++np->claim_seq & ~PZ_CLAIM_POP;
+  uint32_t id = ++np->claim_seq & ~(PZ_CLAIM_POP | PZ_CLAIM_MOVE);
+  if (!id) id = ++np->claim_seq & ~(PZ_CLAIM_POP | PZ_CLAIM_MOVE);
   return id | (pop ? PZ_CLAIM_POP : 0);
 }
 
@@ -288,7 +288,7 @@ static long find_run_busy(struct pz_region *r, size_t n, size_t align, int mode,
   /* sliding window: free chunks and their score over [i-n+1, i] */
   size_t nfree = 0, total = 0;
   for (size_t i = 0; i < r->nchunks; i++) {
-    if (avail(r, i) || (busy_ok && r->state[i] == PZ_CS_BUSY)) {
+    if (avail(r, i) || (busy_ok && r->state[i] == PZ_CS_BUSY && !(r->claim_id[i] & PZ_CLAIM_MOVE))) {
       nfree++;
       total += (size_t)score(r->state[i], mode);
     } else {
@@ -626,7 +626,7 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
     pthread_mutex_unlock(&np->lock);
     return 0;
   }
-  uint32_t id = new_claim_id(np, false); /* moving: nobody may take these meanwhile */
+  uint32_t id = new_claim_id(np, false) | PZ_CLAIM_MOVE; /* nobody may take these meanwhile */
   for (size_t k = 0; k < best_n; k++) claim_chunk(np, best, best_i + k, id);
   pthread_mutex_unlock(&np->lock);
   char *src = best->base + (best_i << PZ_CHUNK_SHIFT);
@@ -658,9 +658,47 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   }
   bool start = moved && np->count[PZ_CS_READY] < min_ready_chunks(np);
   if (start) wake_worker(np);
+  pthread_cond_broadcast(&np->done);
   pthread_mutex_unlock(&np->lock);
   if (start) pz_workers_start(np->node);
   return moved ? best_n : 0;
+}
+
+void *pz_chunk_lend_one(unsigned node) {
+  struct pz_node_pool *np = &pz_nodes[node];
+  pthread_mutex_lock(&np->lock);
+  for (struct pz_region *r = np->regions; r && np->count[PZ_CS_READY]; r = r->next)
+    for (size_t i = r->nchunks; i-- > 0;) /* from the high end, away from a reserve's run */
+      if (r->state[i] == PZ_CS_READY && !r->nohuge[i]) {
+        claim_chunk(np, r, i, new_claim_id(np, false) | PZ_CLAIM_MOVE);
+        pthread_mutex_unlock(&np->lock);
+        return r->base + (i << PZ_CHUNK_SHIFT);
+      }
+  pthread_mutex_unlock(&np->lock);
+  return NULL;
+}
+
+void pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale) {
+  size_t i;
+  struct pz_region *r = region_of(chunk, &i);
+  struct pz_node_pool *np = &pz_nodes[r->node];
+  if (!moved && stale && pz_os_discard(chunk, PZ_CHUNK_SIZE) == 0) moved = PZ_CHUNK_SIZE;
+  pthread_mutex_lock(&np->lock);
+  r->claim_id[i] = 0;
+  /* pages moved out (or given back): the range reads zero again, as a fresh one */
+  transition(np, r, i, moved ? PZ_CE_DISCARD : PZ_CE_ZEROED);
+  r->idle_since[i] = now_ms();
+  bool start = moved && np->count[PZ_CS_READY] < min_ready_chunks(np);
+  if (start) wake_worker(np);
+  pthread_cond_broadcast(&np->done);
+  pthread_mutex_unlock(&np->lock);
+  if (start) pz_workers_start(np->node);
+}
+
+bool pz_pool_serves(unsigned node) {
+  struct pz_node_pool *np = &pz_nodes[node];
+  return __atomic_load_n(&np->count[PZ_CS_READY], __ATOMIC_RELAXED) ||
+         __atomic_load_n(&np->count[PZ_CS_BUSY], __ATOMIC_RELAXED) || min_ready_chunks(np);
 }
 
 /* ---------------------------------------------------------------- claims */

@@ -5,9 +5,19 @@
  * write both ways), MAP_POPULATE. Each case runs on a served mapping and on
  * one passed through (MAP_NORESERVE is not served). Sparse reservations
  * (64 GiB PROT_NONE, 64 GiB MAP_NORESERVE) are neither populated nor
- * refused. */
+ * refused.
+ *
+ * Where served mappings are answered by userfaultfd (PREZERO_UFFD, root on
+ * Linux 6.8+), also: a scattered touch costs only the blocks touched; a
+ * fault taken inside the kernel (read(2) into the mapping) is served; four
+ * threads touching at once; a 4 KiB hole punched into a moved huge page
+ * reads zero (read and write); a forked child touching untouched parts; an
+ * empty pool (zeros copied in); a mapping whose length is not a multiple
+ * of 2 MiB. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,6 +88,12 @@ static uint64_t served(void) {
   struct prezero_stats st;
   prezero_stats_get(&st);
   return st.mmap_served;
+}
+
+static struct prezero_stats stats(void) {
+  struct prezero_stats st;
+  prezero_stats_get(&st);
+  return st;
 }
 
 static char *map(int extra) {
@@ -194,6 +210,126 @@ static void sparse(void) {
   if (a != MAP_FAILED) munmap(a, big);
 }
 
+struct toucher {
+  char *m;
+  size_t len;
+  int id, n;
+};
+static void *touch_part(void *arg) {
+  struct toucher *t = arg;
+  for (size_t off = (size_t)t->id * 4096; off < t->len; off += (size_t)t->n * 4096) {
+    if (t->m[off + 7]) return (void *)1;
+    t->m[off] = (char)(t->id + 1);
+  }
+  return NULL;
+}
+
+static void uffd_cases(void) {
+  variant = "userfaultfd";
+  warm_pool();
+  uint64_t r0 = stats().uffd_mappings;
+  char *m = map(0);
+  CHECK(m != MAP_FAILED, "mmap failed");
+  if (m == MAP_FAILED) return;
+  if (stats().uffd_mappings == r0) {
+    printf("mmap: userfaultfd cases skipped: served mappings are not answered by userfaultfd here "
+           "(PREZERO_UFFD=0, not privileged, or a kernel before 6.8)\n");
+    munmap(m, LEN);
+    return;
+  }
+  /* a scattered touch: one byte in every 8th block */
+  struct prezero_stats a = stats();
+  size_t before = rss();
+  for (size_t b = 0; b < LEN; b += 16 * MiB) m[b + 4096 * 3] = 1;
+  struct prezero_stats z = stats();
+  size_t blocks = LEN / (16 * MiB), got = z.uffd_moved_bytes + z.uffd_copied_bytes -
+                                              a.uffd_moved_bytes - a.uffd_copied_bytes;
+  CHECK(z.uffd_faults - a.uffd_faults == blocks, "%zu blocks touched, %llu faults answered", blocks,
+        (unsigned long long)(z.uffd_faults - a.uffd_faults));
+  CHECK(got == blocks * 2 * MiB, "touching %zu blocks brought %zu MiB in", blocks, got / MiB);
+  (void)before;
+  for (size_t b = 0; b < LEN; b += 16 * MiB)
+    CHECK(m[b + 4096 * 3] == 1 && m[b] == 0 && m[b + 2 * MiB - 1] == 0, "block at %zu wrong", b);
+  CHECK(m[2 * MiB] == 0, "an untouched block does not read zero");
+
+  /* a fault inside the kernel: read(2) into an untouched block */
+  int fd = open("/proc/self/stat", O_RDONLY);
+  ssize_t n = fd >= 0 ? read(fd, m + 4 * MiB + 100, 64) : -1;
+  CHECK(n > 0, "read(2) into an untouched block: %s", strerror(errno));
+  if (fd >= 0) close(fd);
+
+  /* a hole in a moved huge page: reads zero, and can be written */
+  memset(m + 32 * MiB, 0x33, 2 * MiB);
+  CHECK(madvise(m + 32 * MiB + 8192, 4096, MADV_DONTNEED) == 0, "madvise: %s", strerror(errno));
+  CHECK(m[32 * MiB + 8192] == 0 && m[32 * MiB + 8191] == 0x33 && m[32 * MiB + 12288] == 0x33,
+        "a hole in a huge page does not read zero");
+  CHECK(madvise(m + 32 * MiB + 20480, 4096, MADV_DONTNEED) == 0, "madvise: %s", strerror(errno));
+  m[32 * MiB + 20480 + 5] = 9;
+  CHECK(m[32 * MiB + 20480] == 0 && m[32 * MiB + 20480 + 5] == 9, "a write into a hole went wrong");
+
+  /* a forked child touches untouched blocks (the kernel serves it) */
+  pid_t pid = fork();
+  if (pid == 0) {
+    int ok = m[40 * MiB] == 0;
+    m[42 * MiB] = 5;
+    ok &= m[42 * MiB] == 5 && m[32 * MiB] == 0x33;
+    _exit(ok ? 0 : 1);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fork: the child could not use the mapping");
+  CHECK(m[42 * MiB] == 0, "fork: the child's write reached the parent");
+
+  /* four threads touching every page at once, interleaved */
+  pthread_t t[4];
+  struct toucher tt[4];
+  char *m2 = map(0);
+  CHECK(m2 != MAP_FAILED, "mmap failed");
+  if (m2 != MAP_FAILED) {
+    for (int i = 0; i < 4; i++) {
+      tt[i] = (struct toucher){m2, LEN, i, 4};
+      pthread_create(&t[i], NULL, touch_part, &tt[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+      void *r;
+      pthread_join(t[i], &r);
+      CHECK(r == NULL, "thread %d found a page not zero", i);
+    }
+    for (size_t off = 0; off < LEN; off += 4096)
+      if (m2[off] != (char)((off / 4096) % 4 + 1)) {
+        CHECK(0, "page %zu lost its write", off / 4096);
+        break;
+      }
+    munmap(m2, LEN);
+  }
+
+  /* an empty pool: zeros are copied in */
+  prezero_trim();
+  a = stats();
+  for (size_t b = 64 * MiB; b < LEN; b += 2 * MiB) m[b + 4096] = 1;
+  z = stats();
+  CHECK(all_zero((unsigned char *)m + 66 * MiB + 8192, 2 * MiB - 8192) && m[66 * MiB] == 0 &&
+            m[66 * MiB + 4096] == 1,
+        "copied-in block wrong");
+  printf("mmap: empty pool: %llu MiB moved, %llu MiB copied in\n",
+         (unsigned long long)(z.uffd_moved_bytes - a.uffd_moved_bytes) / MiB,
+         (unsigned long long)(z.uffd_copied_bytes - a.uffd_copied_bytes) / MiB);
+  munmap(m, LEN);
+
+  /* a length that is not a multiple of 2 MiB: one VMA, the last block too */
+  warm_pool();
+  size_t odd = LEN - 3 * 4096;
+  char *o = mmap(NULL, odd, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  CHECK(o != MAP_FAILED, "mmap failed");
+  if (o != MAP_FAILED) {
+    CHECK(vmas_in(o, odd) == 1, "%d VMAs", vmas_in(o, odd));
+    o[odd - 1] = 3;
+    o[0] = 4;
+    CHECK(o[odd - 2] == 0 && o[odd - 1] == 3 && o[1] == 0, "the last partial block went wrong");
+    munmap(o, odd);
+  }
+}
+
 int main(void) {
   const char *off = getenv("PREZERO_MMAP");
   int on = !(off && !strcmp(off, "0"));
@@ -203,6 +339,7 @@ int main(void) {
   semantics(MAP_NORESERVE, 0);
   populate_flag();
   sparse();
+  if (on) uffd_cases();
   /* the pool still works */
   unsigned char *c = calloc(1, LEN);
   variant = "after";
@@ -210,7 +347,11 @@ int main(void) {
   free(c);
   struct prezero_stats st;
   prezero_stats_get(&st);
-  printf("mmap: served %llu mappings, %llu MiB moved in ready: %d failures\n",
-         (unsigned long long)st.mmap_served, (unsigned long long)st.mmap_ready_bytes / MiB, failures);
+  printf("mmap: served %llu mappings, %llu MiB moved in ready; userfaultfd: %llu mappings, %llu faults, "
+         "%llu MiB moved, %llu MiB copied, %llu single pages: %d failures\n",
+         (unsigned long long)st.mmap_served, (unsigned long long)st.mmap_ready_bytes / MiB,
+         (unsigned long long)st.uffd_mappings, (unsigned long long)st.uffd_faults,
+         (unsigned long long)st.uffd_moved_bytes / MiB, (unsigned long long)st.uffd_copied_bytes / MiB,
+         (unsigned long long)st.uffd_fallbacks, failures);
   return failures != 0;
 }
