@@ -72,6 +72,13 @@ void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
     atomic_fetch_add_explicit(&pz_gstats.mmap_served, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&pz_gstats.mmap_moved_bytes, got << PZ_CHUNK_SHIFT, memory_order_relaxed);
   }
+  if (got && got < (len >> PZ_CHUNK_SHIFT) && pz_kernel.thp_enabled != PZ_THP_ALWAYS) {
+    /* the moved mapping carries the pool's MADV_HUGEPAGE over its whole
+     * length; the rest should fault as an ordinary mapping does (in
+     * madvise mode: 4 KiB pages; huge-page faults cost 3-4x more here once
+     * the host took the memory back). The moved huge pages stay. */
+    pz_os.madvise(a, len, MADV_NOHUGEPAGE);
+  }
   if (flags & MAP_POPULATE) {
     size_t done = got << PZ_CHUNK_SHIFT;
     pz_populate_parallel(a + done, len - done, node, false);
