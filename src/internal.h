@@ -467,10 +467,11 @@ PZ_HIDDEN void pz_meta_prefork(void);
 PZ_HIDDEN void pz_meta_postfork(void); /* parent and child */
 
 /* ==================================================================== small/
- * Blocks are linked through their first word; the second word holds a
- * per-process key while the block is free, which makes double frees cheap
- * to detect (a freshly handed-out block has it cleared). */
-typedef struct pz_block { struct pz_block *next; uintptr_t key; } pz_block;
+ * Blocks are linked through their first word, stored encoded (pz_link_*
+ * below); the second word holds a per-process key while the block is free,
+ * which makes double frees cheap to detect (a freshly handed-out block has
+ * it cleared). */
+typedef struct pz_block { uintptr_t link; uintptr_t key; } pz_block;
 
 struct pz_heap;
 /* A page: a span of slices holding blocks of one size. Lives in the chunk
@@ -547,6 +548,7 @@ typedef struct pz_heap {
 PZ_HIDDEN extern __thread pz_heap *pz_tls_heap;
 PZ_HIDDEN extern pz_heap pz_heap_empty;
 PZ_HIDDEN extern uintptr_t pz_free_key;
+PZ_HIDDEN extern uintptr_t pz_link_key;
 
 PZ_HIDDEN extern const uint32_t pz_class_size[PZ_NCLASSES];
 static inline unsigned pz_size_class(size_t size) {
@@ -584,6 +586,28 @@ static inline long pz_block_index(const pz_page *pg, const void *p) {
   if (PZ_UNLIKELY(q * pg->block_size != diff || q >= pg->capacity)) return -1;
   return (long)q;
 }
+
+/* Free-list links inside free blocks (the `free`, `local_free` and `xfree`
+ * lists; the heads in the page descriptor stay plain) are stored as
+ * next ^ block address ^ pz_link_key, a per-process random key kept apart
+ * from pz_free_key (which free blocks show in their second word). A pointer
+ * the program writes into a freed block (use after free, overflow from the
+ * block before) decodes to noise, and every pop checks that the link decodes
+ * to NULL or to a block of the same page that was handed out before (range
+ * and block size), so the forged address is never handed out: one line
+ * naming the block, then abort. Links are always written before they are
+ * read (page_extend threads fresh blocks; zero memory is never taken for a
+ * list end). Owner only: the check reads `capacity`. */
+static inline uintptr_t pz_link_encode(const pz_block *b, const pz_block *next) {
+  return (uintptr_t)next ^ (uintptr_t)b ^ pz_link_key;
+}
+PZ_HIDDEN _Noreturn PZ_COLD void pz_small_bad_link(const pz_page *pg, const pz_block *b);
+static inline pz_block *pz_link_next(const pz_page *pg, const pz_block *b) {
+  pz_block *n = (pz_block *)(b->link ^ (uintptr_t)b ^ pz_link_key);
+  if (PZ_UNLIKELY(pz_block_index(pg, n) < 0) && n) pz_small_bad_link(pg, b);
+  return n;
+}
+
 enum { PZ_FREE_EMPTY, PZ_FREE_UNFULL, PZ_FREE_REMOTE };
 PZ_HIDDEN pz_heap *pz_heap_get(void);     /* current thread's heap, made on demand */
 PZ_HIDDEN void pz_heap_thread_exit(void *h);
@@ -600,13 +624,13 @@ static inline void *pz_small_alloc(size_t size, bool zero) {
   pz_block *b = pg->free;
   if (PZ_LIKELY(b != NULL)) {
     if (PZ_DEBUG && !pg->free_is_zero) pz_debug_check_poison(b, pz_class_size[pg->cls]);
-    pg->free = b->next;
+    pg->free = pz_link_next(pg, b);
     pg->used++;
     h->stats.malloc_calls++;
     if (zero) {
       size_t bs = pz_class_size[pg->cls];
       if (pg->free_is_zero) {
-        b->next = NULL; /* the rest of the block is still zero */
+        b->link = 0; /* the rest of the block is still zero */
         h->stats.calloc_skipped_bytes += bs;
       } else {
         __builtin_memset(b, 0, bs);
@@ -635,7 +659,7 @@ static inline void pz_small_free(void *p, pz_chunk *c) {
   if (PZ_DEBUG) pz_debug_poison(b, pg->block_size);
   if (PZ_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
     b->key = pz_free_key;
-    b->next = pg->local_free;
+    b->link = pz_link_encode(b, pg->local_free);
     pg->local_free = b;
     h->stats.free_calls++;
     if (PZ_UNLIKELY(--pg->used == 0)) pz_small_free_slow(h, pg, b, PZ_FREE_EMPTY);

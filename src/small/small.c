@@ -12,6 +12,8 @@
  *               from fresh (zero) memory, so calloc clears one word only;
  *   local_free  blocks freed by the owner (kept apart so `free` stays zero);
  *   xfree       blocks freed by other threads: a lock-free stack (CAS).
+ * The links inside free blocks are stored encoded and checked on every pop
+ * (pz_link_next in internal.h): an overwritten link aborts, naming the block.
  *
  * Full pages leave the class queue. A full page's xfree carries the
  * DELAYED bit: the first remote free to see it pushes the page onto the
@@ -48,6 +50,7 @@ static pz_page empty_page; /* free == NULL: every fast path falls through */
 pz_heap pz_heap_empty = {.pages = {[0 ... PZ_NCLASSES - 1] = &empty_page}};
 __thread pz_heap *pz_tls_heap __attribute__((tls_model("initial-exec"))) = &pz_heap_empty;
 uintptr_t pz_free_key;
+uintptr_t pz_link_key;
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static pz_heap *heaps_all, *heaps_abandoned;
@@ -191,10 +194,10 @@ static void page_extend(pz_page *pg) {
   char *b = first;
   for (uint32_t i = 1; i < n; i++, b += bs) {
     if (PZ_DEBUG && !pg->span_zero) pz_debug_poison(b, bs); /* as if freed: checked when handed out */
-    ((pz_block *)b)->next = (pz_block *)(b + bs);
+    ((pz_block *)b)->link = pz_link_encode((pz_block *)b, (pz_block *)(b + bs));
   }
   if (PZ_DEBUG && !pg->span_zero) pz_debug_poison(b, bs);
-  ((pz_block *)b)->next = NULL;
+  ((pz_block *)b)->link = pz_link_encode((pz_block *)b, NULL);
   pg->free = (pz_block *)first;
   pg->free_is_zero = pg->span_zero;
   pg->capacity += n;
@@ -279,11 +282,11 @@ static inline void *page_pop(pz_heap *h, pz_page *pg, bool zero) {
   pz_block *b = pg->free;
   pz_assert(pg->used < pg->capacity && pg->capacity <= pg->reserved);
   if (PZ_DEBUG && !pg->free_is_zero) pz_debug_check_poison(b, pg->block_size);
-  pg->free = b->next;
+  pg->free = pz_link_next(pg, b);
   pg->used++;
   h->stats.malloc_calls++;
   if (zero) {
-    if (pg->free_is_zero) b->next = NULL;
+    if (pg->free_is_zero) b->link = 0;
     else memset(b, 0, pg->block_size);
   } else {
     b->key = 0;
@@ -364,14 +367,19 @@ void *pz_small_alloc_aligned(size_t size, size_t align, bool zero) {
 
 /* ------------------------------------------------------------ free */
 
+void pz_small_bad_link(const pz_page *pg, const pz_block *b) {
+  pz_fatal("corrupted free list: block %p (size %u): its link was overwritten while it was free "
+           "(use after free, or an overflow from the block before)", (const void *)b, pg->block_size);
+}
+
 void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
   if (atomic_load_explicit(&pg->heap, memory_order_relaxed) == h) {
-    for (pz_block *x = pg->free; x; x = x->next)
+    for (pz_block *x = pg->free; x; x = pz_link_next(pg, x))
       if (x == b) pz_bad_pointer("double free", b);
-    for (pz_block *x = pg->local_free; x; x = x->next)
+    for (pz_block *x = pg->local_free; x; x = pz_link_next(pg, x))
       if (x == b) pz_bad_pointer("double free", b);
     uintptr_t xf = atomic_load_explicit(&pg->xfree, memory_order_acquire);
-    for (pz_block *x = PZ_XF_PTR(xf); x; x = x->next)
+    for (pz_block *x = PZ_XF_PTR(xf); x; x = pz_link_next(pg, x))
       if (x == b) pz_bad_pointer("double free", b);
     return; /* the program stored our key: not a double free */
   }
@@ -382,7 +390,7 @@ void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
  * *old; keeps the flags but FREEING, which the notifying freer clears by
  * landing its block. On failure *old holds the current word. */
 static bool xfree_push(pz_page *pg, pz_block *b, uintptr_t *old) {
-  b->next = PZ_XF_PTR(*old);
+  b->link = pz_link_encode(b, PZ_XF_PTR(*old));
   uintptr_t next = ((uintptr_t)(PZ_XF_COUNT(*old) + 1) << PZ_XF_COUNT_SHIFT) | (uintptr_t)b |
                    (*old & PZ_XF_FLAGS & ~PZ_XF_FREEING);
   return atomic_compare_exchange_weak_explicit(&pg->xfree, old, next, memory_order_release,
@@ -447,6 +455,7 @@ size_t pz_small_usable(const void *p, const pz_chunk *c) {
 
 int pz_small_init(void) {
   pz_free_key = (uintptr_t)pz_os_random() | 1; /* odd: never a valid pointer */
+  pz_link_key = (uintptr_t)pz_os_random();     /* kept across fork: the lists are inherited */
   return pthread_key_create(&heap_key, pz_heap_thread_exit);
 }
 
@@ -488,8 +497,8 @@ static void heap_collect(pz_heap *h) {
         /* merge both lists into local_free, counting remote blocks */
         uintptr_t x = xfree_take(pg);
         for (pz_block *b = PZ_XF_PTR(x); b;) {
-          pz_block *nb = b->next;
-          b->next = pg->local_free;
+          pz_block *nb = pz_link_next(pg, b);
+          b->link = pz_link_encode(b, pg->local_free);
           pg->local_free = b;
           pg->used--;
           b = nb;

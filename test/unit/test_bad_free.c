@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -14,8 +15,17 @@
 
 #include "internal.h"
 
+static int report_fd = -1; /* the child's end of the pipe report_ptr writes to */
+
+/* In the child: the message must name this pointer. */
+static void report_ptr(const void *p) {
+  char t[64];
+  int n = snprintf(t, sizeof t, "%p", p);
+  if (write(report_fd, t, (size_t)n) != n) _exit(4);
+}
+
 /* Run fn in a child; expect SIGABRT and `expect` in its stderr, which must
- * also name the pointer the child reports through `ptr_out`. */
+ * also name the pointer the child reports through report_ptr(). */
 static void expect_abort(void (*fn)(char *ptrtext), const char *expect) {
   int out[2], msg[2];
   assert_int_equal(pipe(out), 0);
@@ -23,25 +33,31 @@ static void expect_abort(void (*fn)(char *ptrtext), const char *expect) {
   pid_t pid = fork();
   if (pid == 0) {
     dup2(out[1], 2);
+    report_fd = msg[1];
     char ptrtext[64] = "";
     fn(ptrtext);
     _exit(0); /* not reached when the check works */
   }
   close(out[1]);
   close(msg[1]);
-  char buf[1024] = "";
+  char buf[1024] = "", named[64] = "";
   size_t n = 0;
   ssize_t r;
   while ((r = read(out[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
   buf[n] = 0;
+  n = 0;
+  while ((r = read(msg[0], named + n, sizeof named - 1 - n)) > 0) n += (size_t)r;
+  named[n] = 0;
   int st;
   waitpid(pid, &st, 0);
   close(out[0]);
   close(msg[0]);
-  if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT) fail_msg("child did not abort; stderr: %s", buf);
+  if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+    fail_msg("child did not abort (status 0x%x); stderr: %s", st, buf);
   if (!strstr(buf, expect)) fail_msg("expected '%s' in: %s", expect, buf);
   assert_non_null(strstr(buf, "prezero: "));
   assert_non_null(strstr(buf, "0x")); /* names the pointer */
+  if (named[0] && !strstr(buf, named)) fail_msg("expected the block %s named in: %s", named, buf);
 }
 
 static void do_double_free_small(char *t) {
@@ -96,6 +112,96 @@ static void do_double_free_cross_thread(char *t) {
   prezero_free(p); /* the owner frees what another thread already freed */
 }
 
+/* Overwrites of a free block's link word (use after free, overflow from the
+ * block before): the allocator must abort naming the block instead of
+ * handing out the forged address. A child that gets the forged address
+ * exits with 3, one that allocates on without noticing with 0. */
+static void alloc_until(size_t size, const void *forged) {
+  for (int i = 0; i < 20000; i++) {
+    void *q = prezero_malloc(size);
+    if (q == forged) _exit(3);
+  }
+}
+static void do_uaf_link_stack(char *t) { /* freed by the owner: local_free */
+  (void)t;
+  int x;
+  void **p = prezero_malloc(48);
+  prezero_free(p);
+  report_ptr(p);
+  *p = &x; /* the classic: point the list at memory the attacker controls */
+  alloc_until(48, &x);
+}
+static void do_uaf_link_sibling(char *t) { /* a plain pointer to a live block of the same page */
+  (void)t;
+  void **p = prezero_malloc(80), **live = prezero_malloc(80);
+  prezero_free(p);
+  report_ptr(p);
+  *p = live; /* would hand `live` out twice */
+  alloc_until(80, live);
+}
+static void do_uaf_link_zeroed(char *t) { /* a freed block cleared by the program */
+  (void)t;
+  char *p = prezero_malloc(112);
+  prezero_free(p);
+  report_ptr(p);
+  memset(p, 0, 8);
+  alloc_until(112, NULL);
+}
+static void do_overflow_into_free(char *t) { /* `free`: a never handed out block after p */
+  (void)t;
+  int x;
+  char *p = prezero_malloc(1000);
+  pz_page *pg = pz_small_page_of(pz_chunk_of(p), p);
+  if (pg->free != (pz_block *)(p + 1024)) _exit(2); /* not a fresh page */
+  report_ptr(p + 1024);
+  memset(p, 'A', 1024);
+  *(void **)(p + 1024) = &x; /* the overflow reaches the next block's link */
+  alloc_until(1000, &x);
+}
+static void do_uaf_link_remote(char *t) { /* freed by another thread: xfree */
+  (void)t;
+  int x;
+  void **p = prezero_malloc(160);
+  pthread_t th;
+  pthread_create(&th, NULL, free_in_thread, p);
+  pthread_join(th, NULL);
+  report_ptr(p);
+  *p = &x;
+  alloc_until(160, &x);
+}
+static void do_uaf_link_remote_trim(char *t) { /* the owner walks xfree in malloc_trim */
+  (void)t;
+  int x;
+  void **keep = prezero_malloc(192), **p = prezero_malloc(192);
+  (void)keep;
+  pthread_t th;
+  pthread_create(&th, NULL, free_in_thread, p);
+  pthread_join(th, NULL);
+  report_ptr(p);
+  *p = &x;
+  prezero_malloc_trim(0);
+}
+static void uaf_link_stack(void **s) { (void)s; expect_abort(do_uaf_link_stack, "corrupted free list"); }
+static void uaf_link_sibling(void **s) { (void)s; expect_abort(do_uaf_link_sibling, "corrupted free list"); }
+static void uaf_link_zeroed(void **s) { (void)s; expect_abort(do_uaf_link_zeroed, "corrupted free list"); }
+static void overflow_into_free(void **s) { (void)s; expect_abort(do_overflow_into_free, "corrupted free list"); }
+static void uaf_link_remote(void **s) { (void)s; expect_abort(do_uaf_link_remote, "corrupted free list"); }
+static void uaf_link_remote_trim(void **s) { (void)s; expect_abort(do_uaf_link_remote_trim, "corrupted free list"); }
+
+/* The links are stored encoded: a freed block holds neither its successor's
+ * address nor NULL. */
+static void links_encoded(void **s) {
+  (void)s;
+  void **a = prezero_malloc(224), **b = prezero_malloc(224);
+  prezero_free(a);
+  prezero_free(b); /* local_free: b -> a -> NULL */
+  assert_true(*b != (void *)a);
+  assert_true(*a != NULL);
+  void *b2 = prezero_malloc(224), *a2 = prezero_malloc(224);
+  (void)b2;
+  (void)a2;
+}
+
 #if PZ_DEBUG
 static void do_write_after_free(char *t) {
   (void)t;
@@ -122,6 +228,10 @@ int main(void) {
       cmocka_unit_test(double_free_cross_thread), cmocka_unit_test(interior_pointer),
       cmocka_unit_test(interior_pointer_large), cmocka_unit_test(stack_pointer),
       cmocka_unit_test(foreign_pointer),        cmocka_unit_test(realloc_of_freed),
+      cmocka_unit_test(uaf_link_stack),         cmocka_unit_test(uaf_link_sibling),
+      cmocka_unit_test(uaf_link_zeroed),        cmocka_unit_test(overflow_into_free),
+      cmocka_unit_test(uaf_link_remote),        cmocka_unit_test(uaf_link_remote_trim),
+      cmocka_unit_test(links_encoded),
 #if PZ_DEBUG
       cmocka_unit_test(write_after_free),
 #endif
