@@ -482,7 +482,7 @@ typedef struct pz_page {
    * free, local or remote, to find and check the block */
   uint32_t block_size;
   uint32_t capacity;     /* (owner) blocks initialised so far (lazy) */
-  uint64_t div_magic;    /* ceil(2^40 / block_size): interior-pointer check */
+  uint64_t div_inv;      /* block_size = odd << div_shift: the odd part's inverse mod 2^64 */
   char *start;
   _Atomic(struct pz_heap *) heap;
   uint32_t reserved;     /* blocks that fit in the span */
@@ -490,6 +490,7 @@ typedef struct pz_page {
   uint8_t nslices;       /* span length; 0 = slice is free */
   uint8_t slice_offset;  /* in a non-head slice: distance to the head */
   uint8_t span_zero;     /* span was zero when the page was made */
+  uint8_t div_shift;     /* trailing zero bits of block_size */
   /* cache line 1: written by the owner on every malloc and free, read by
    * no other thread (no false sharing with remote frees) */
   pz_block *free __attribute__((aligned(64))); /* (owner) blocks to hand out */
@@ -577,13 +578,19 @@ static inline pz_page *pz_small_page_of(const pz_chunk *c, const void *p) { /* N
   if (PZ_UNLIKELY(idx == 0 || pg->nslices == 0)) return NULL;
   return (pz_page *)pg;
 }
+/* Sets block_size, div_inv and div_shift. */
+PZ_HIDDEN void pz_page_set_block_size(pz_page *pg, uint32_t block_size);
 /* Index of p's block in its page, or -1 when p is not the start of a block
- * that was ever handed out (an interior or stray pointer). */
-#define PZ_DIV_SHIFT 40
+ * that was ever handed out (an interior or stray pointer). Exact division
+ * by one multiply: with block_size = odd << s, rotating (p - start) * div_inv
+ * right by s gives the quotient when block_size divides p - start, and
+ * otherwise at least 2^64 / block_size (one of the low s bits rotated to the
+ * top, or a product that wrapped), far above any capacity. */
 static inline long pz_block_index(const pz_page *pg, const void *p) {
-  uint64_t diff = (uint64_t)((const char *)p - pg->start);
-  uint64_t q = (diff * pg->div_magic) >> PZ_DIV_SHIFT;
-  if (PZ_UNLIKELY(q * pg->block_size != diff || q >= pg->capacity)) return -1;
+  uint64_t x = (uint64_t)((const char *)p - pg->start) * pg->div_inv;
+  unsigned s = pg->div_shift;
+  uint64_t q = (x >> s) | (x << ((64 - s) & 63));
+  if (PZ_UNLIKELY(q >= pg->capacity)) return -1;
   return (long)q;
 }
 

@@ -57,7 +57,14 @@ static pz_heap *heaps_all, *heaps_abandoned;
 static pthread_key_t heap_key;
 static size_t heaps_made;
 
-static inline uint64_t div_magic(uint32_t d) { return (((uint64_t)1 << PZ_DIV_SHIFT) + d - 1) / d; }
+void pz_page_set_block_size(pz_page *pg, uint32_t bs) {
+  unsigned s = (unsigned)__builtin_ctz(bs);
+  uint64_t odd = bs >> s, inv = odd; /* right mod 2^3 for any odd number */
+  for (int i = 0; i < 5; i++) inv *= 2 - odd * inv; /* Newton: each step doubles the bits right */
+  pg->block_size = bs;
+  pg->div_inv = inv;
+  pg->div_shift = (uint8_t)s;
+}
 
 /* ------------------------------------------------------------ page queues */
 
@@ -172,8 +179,7 @@ static pz_page *page_make(pz_heap *h, unsigned cls, bool want_zero) {
   if (!pg) return NULL;
   uint32_t bs = pz_class_size[cls];
   pg->cls = (uint8_t)cls;
-  pg->block_size = bs;
-  pg->div_magic = div_magic(bs);
+  pz_page_set_block_size(pg, bs);
   pg->reserved = (uint32_t)(((size_t)pg->nslices << PZ_SLICE_SHIFT) / bs);
   pg->capacity = pg->used = 0;
   pg->free = pg->local_free = NULL;
@@ -328,8 +334,7 @@ static void *alloc_medium(pz_heap *h, size_t size, bool zero) {
   pz_page *pg = span_alloc(h, n, zero);
   if (!pg) return NULL;
   pg->cls = PZ_NCLASSES;
-  pg->block_size = (uint32_t)n << PZ_SLICE_SHIFT;
-  pg->div_magic = div_magic(pg->block_size);
+  pz_page_set_block_size(pg, (uint32_t)n << PZ_SLICE_SHIFT);
   pg->reserved = pg->capacity = pg->used = 1;
   pg->free = pg->local_free = NULL;
   pg->in_full = 1;

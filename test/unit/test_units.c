@@ -35,6 +35,44 @@ static void size_classes_are_aligned_and_bounded(void **state) {
   assert_int_equal(pz_class_size[PZ_NCLASSES - 1], PZ_SMALL_MAX);
 }
 
+/* pz_block_index (one multiply and a rotate) against plain division: every
+ * offset in and around the span of every class and medium size, offsets
+ * before the start, and random pointers. */
+static long block_index_naive(const pz_page *pg, uintptr_t p) {
+  uint64_t diff = p - (uintptr_t)pg->start;
+  if (diff % pg->block_size || diff / pg->block_size >= pg->capacity) return -1;
+  return (long)(diff / pg->block_size);
+}
+static void block_index_is_exact(void **state) {
+  (void)state;
+  uint64_t rnd = 0x9e3779b97f4a7c15u;
+  for (unsigned c = 0; c < PZ_NCLASSES + PZ_SLICES - 1; c++) {
+    pz_page pg;
+    memset(&pg, 0, sizeof pg);
+    unsigned nslices = c < PZ_NCLASSES ? pz_class_slices(c) : c - PZ_NCLASSES + 1;
+    uint32_t bs = c < PZ_NCLASSES ? pz_class_size[c] : (uint32_t)nslices << PZ_SLICE_SHIFT;
+    pz_page_set_block_size(&pg, bs);
+    assert_int_equal(pg.block_size, bs);
+    pg.start = (char *)(uintptr_t)(0x7f1234600000u + PZ_SLICE_SIZE);
+    size_t span = (size_t)nslices << PZ_SLICE_SHIFT;
+    uint32_t reserved = (uint32_t)(span / bs);
+    const uint32_t caps[] = {reserved, reserved / 2 + 1, 1};
+    for (unsigned k = 0; k < 3; k++) {
+      uint32_t cap = caps[k];
+      pg.capacity = cap;
+      uintptr_t s = (uintptr_t)pg.start;
+      for (uintptr_t p = s - 4096; p < s + span + 2 * (size_t)bs; p++)
+        if (pz_block_index(&pg, (void *)p) != block_index_naive(&pg, p))
+          fail_msg("block size %u capacity %u: offset %ld", bs, cap, (long)(p - s));
+      for (int i = 0; i < 20000; i++) {
+        rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+        assert_int_equal(pz_block_index(&pg, (void *)(uintptr_t)rnd), -1);
+      }
+      assert_int_equal(pz_block_index(&pg, NULL), -1);
+    }
+  }
+}
+
 static void option_sizes_parse(void **state) {
   (void)state;
   const struct pz_option_desc *d = &pz_option_table[PZ_OPT_POOL_MAX];
@@ -269,6 +307,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(size_classes_cover_every_size),
       cmocka_unit_test(size_classes_are_aligned_and_bounded),
+      cmocka_unit_test(block_index_is_exact),
       cmocka_unit_test(option_sizes_parse),
       cmocka_unit_test(option_bools_and_enums_parse),
       cmocka_unit_test(options_load_warns_and_keeps_defaults),
