@@ -90,6 +90,7 @@ struct prezero_stats {
   uint64_t uffd_mappings;          /* mmaps registered */
   uint64_t uffd_faults;            /* faults the handler answered */
   uint64_t uffd_moved_bytes;       /* ... by moving ready huge pages in */
+  uint64_t uffd_ahead_bytes;       /* of those, moved in ahead of touches in address order */
   uint64_t uffd_copied_bytes;      /* ... with nothing ready: by copying zeros in (4 KiB pages) */
   uint64_t uffd_fallbacks;         /* ... by filling one 4 KiB page with zeros, as the kernel does */
 };

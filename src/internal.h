@@ -713,7 +713,8 @@ struct pz_gstats {
   _Atomic size_t realloc_moved_pages, realloc_in_place, realloc_copied;
   _Atomic size_t oom;
   _Atomic size_t mmap_served, mmap_moved_bytes;
-  _Atomic size_t uffd_mappings, uffd_faults, uffd_moved_bytes, uffd_copied_bytes, uffd_fallbacks;
+  _Atomic size_t uffd_mappings, uffd_faults, uffd_moved_bytes, uffd_ahead_bytes, uffd_copied_bytes,
+      uffd_fallbacks;
 };
 PZ_HIDDEN extern struct pz_gstats pz_gstats;
 PZ_HIDDEN void pz_stats_collect(struct prezero_stats *st);

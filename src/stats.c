@@ -61,6 +61,7 @@ void pz_stats_collect(struct prezero_stats *st) {
   st->uffd_mappings = atomic_load(&pz_gstats.uffd_mappings);
   st->uffd_faults = atomic_load(&pz_gstats.uffd_faults);
   st->uffd_moved_bytes = atomic_load(&pz_gstats.uffd_moved_bytes);
+  st->uffd_ahead_bytes = atomic_load(&pz_gstats.uffd_ahead_bytes);
   st->uffd_copied_bytes = atomic_load(&pz_gstats.uffd_copied_bytes);
   st->uffd_fallbacks = atomic_load(&pz_gstats.uffd_fallbacks);
   st->released_bytes = ps.node.released_bytes;
@@ -152,6 +153,7 @@ void pz_stats_print_fd(int fd) {
   line(fd, "  served by userfaultfd", st.uffd_mappings, NULL);
   line(fd, "  first-touch faults answered", st.uffd_faults, NULL);
   line(fd, "    by moving huge pages in", st.uffd_moved_bytes, "B");
+  line(fd, "      of which ahead of touches", st.uffd_ahead_bytes, "B");
   line(fd, "    by copying zeros in", st.uffd_copied_bytes, "B");
   line(fd, "    by one 4 KiB zero page", st.uffd_fallbacks, NULL);
   line(fd, "large realloc by mremap", st.realloc_moved, NULL);

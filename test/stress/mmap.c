@@ -13,7 +13,7 @@
  * threads touching at once; a 4 KiB hole punched into a moved huge page
  * reads zero (read and write); a forked child touching untouched parts; an
  * empty pool (zeros copied in); a mapping whose length is not a multiple
- * of 2 MiB. */
+ * of 2 MiB; touches in address order taking blocks moved in ahead. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -301,6 +301,26 @@ static void uffd_cases(void) {
         break;
       }
     munmap(m2, LEN);
+  }
+
+  /* touches in address order: blocks move in ahead of them (fault-around) */
+  warm_pool();
+  char *q = map(0);
+  CHECK(q != MAP_FAILED, "mmap failed");
+  if (q != MAP_FAILED) {
+    a = stats();
+    for (size_t off = 0; off < LEN; off += 4096) {
+      if (q[off + 64]) {
+        CHECK(0, "a page moved in ahead is not zero");
+        break;
+      }
+      q[off] = 7;
+    }
+    z = stats();
+    CHECK(z.uffd_ahead_bytes > a.uffd_ahead_bytes, "nothing moved in ahead of a sequential touch");
+    CHECK(z.uffd_faults - a.uffd_faults < LEN / (2 * MiB), "%llu faults for %zu blocks touched in order",
+          (unsigned long long)(z.uffd_faults - a.uffd_faults), LEN / (2 * MiB));
+    munmap(q, LEN);
   }
 
   /* an empty pool: zeros are copied in */
