@@ -35,6 +35,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -45,6 +46,14 @@ static pthread_mutex_t uffd_lock = PTHREAD_MUTEX_INITIALIZER;
 static int uffd_fd = -1;
 static int uffd_state; /* 0 not tried, 1 serving, -1 unusable here */
 static pid_t uffd_pid;  /* the process it serves: a child made without fork() handlers starts over */
+static dev_t uffd_dev;  /* the descriptor's identity: a program that closes every descriptor */
+static ino_t uffd_ino;  /* (a daemon) may see the number reused for another file */
+
+/* fd is still our userfaultfd (each has its own inode) */
+static bool still_ours(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && st.st_dev == uffd_dev && st.st_ino == uffd_ino;
+}
 
 /* Which node's pool serves a registered range (the mmap caller's node). */
 #define RANGES 64
@@ -173,6 +182,9 @@ static void *handler(void *arg) {
   int fd = (int)(intptr_t)arg;
   struct uffd_msg msgs[16];
   for (;;) {
+    /* never read another file's data: if the program closed ours, leave
+     * (the kernel then serves the faults itself) */
+    if (!still_ours(fd)) return NULL;
     ssize_t n = read(fd, msgs, sizeof msgs);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) return NULL; /* closed (fork child) or broken: faults can no longer come */
@@ -207,6 +219,13 @@ static int start(void) {
   int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
   if (fd < 0) return -1;
   if (zeros == MAP_FAILED) zeros = pz_os.mmap(NULL, PZ_CHUNK_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return -1;
+  }
+  uffd_dev = st.st_dev;
+  uffd_ino = st.st_ino;
   struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_MOVE};
   if (ioctl(fd, UFFDIO_API, &api) != 0 || !(api.features & UFFD_FEATURE_MOVE)) {
     close(fd);
@@ -234,6 +253,10 @@ static int start(void) {
 bool pz_uffd_register(void *p, size_t len, unsigned node) {
   pthread_mutex_lock(&uffd_lock);
   pid_t pid = getpid();
+  if (uffd_state == 1 && uffd_pid == pid && !still_ours(uffd_fd)) { /* the program closed it */
+    uffd_fd = -1;
+    uffd_state = 0;
+  }
   if (uffd_state && uffd_pid != pid) { /* the descriptor serves another address space */
     if (uffd_fd >= 0) close(uffd_fd);
     uffd_fd = -1;

@@ -13,7 +13,8 @@
  * threads touching at once; a 4 KiB hole punched into a moved huge page
  * reads zero (read and write); a forked child touching untouched parts; an
  * empty pool (zeros copied in); a mapping whose length is not a multiple
- * of 2 MiB; touches in address order taking blocks moved in ahead. */
+ * of 2 MiB; touches in address order taking blocks moved in ahead; the
+ * program closing the userfaultfd descriptor. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -335,6 +336,29 @@ static void uffd_cases(void) {
          (unsigned long long)(z.uffd_moved_bytes - a.uffd_moved_bytes) / MiB,
          (unsigned long long)(z.uffd_copied_bytes - a.uffd_copied_bytes) / MiB);
   munmap(m, LEN);
+
+  /* a program that closes every descriptor (a daemon): touching a served
+   * mapping afterwards must not hang, and later mappings still work */
+  warm_pool();
+  char *d = map(0);
+  CHECK(d != MAP_FAILED, "mmap failed");
+  if (d != MAP_FAILED) {
+    d[0] = 1; /* served */
+    int closed = 0;
+    for (int fd = 3; fd < 1024; fd++) {
+      char path[64], target[128];
+      snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+      ssize_t l = readlink(path, target, sizeof target - 1);
+      if (l > 0 && (target[l] = 0, strstr(target, "userfaultfd"))) closed += close(fd) == 0;
+    }
+    CHECK(closed == 1, "closed %d userfaultfd descriptors, expected 1", closed);
+    d[20 * MiB] = 2; /* a fault after the close: answered or handed back to the kernel */
+    CHECK(d[20 * MiB] == 2 && d[20 * MiB + 1] == 0 && d[40 * MiB] == 0, "after the close");
+    munmap(d, LEN);
+    char *e = map(0);
+    CHECK(e != MAP_FAILED && all_zero((unsigned char *)e, LEN), "a mapping after the close");
+    if (e != MAP_FAILED) munmap(e, LEN);
+  }
 
   /* a length that is not a multiple of 2 MiB: one VMA, the last block too */
   warm_pool();
