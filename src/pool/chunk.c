@@ -1080,6 +1080,18 @@ size_t pz_chunk_trim(size_t keep) {
   for (unsigned node = 0; node < pz_topo.nnodes; node++) {
     struct pz_node_pool *np = &pz_nodes[node];
     pthread_mutex_lock(&np->lock);
+    /* chunks a worker is zeroing are free memory too: let the batch in
+     * flight finish (a few ms; at most half a second on a slow machine) */
+    for (int waits = 0; waits < 5; waits++) {
+      size_t pop = 0;
+      for (struct pz_region *r = np->regions; r; r = r->next) pop += r->npop;
+      if (np->count[PZ_CS_BUSY] <= pop) break;
+      struct timespec until;
+      clock_gettime(CLOCK_REALTIME, &until);
+      until.tv_nsec += 100000000;
+      if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+      pthread_cond_timedwait(&np->done, &np->lock, &until);
+    }
     size_t floor = min_ready_chunks(np), want = (keep + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;
     pthread_mutex_unlock(&np->lock);
     done += shrink_node(node, SIZE_MAX, want > floor ? want : floor) << PZ_CHUNK_SHIFT;
