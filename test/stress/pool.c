@@ -124,6 +124,17 @@ int main(int argc, char **argv) {
   /* idle: the workers stop using CPU at once (a worker waiting for free
    * memory to decay wakes a few times a second); once the pool holds
    * nothing it will give back, they leave after a second */
+  /* first let the workers finish the work the rounds left (zeroing freed
+   * chunks takes long under an emulator): idle means no work left */
+  for (int i = 0; i < 100; i++) {
+    struct prezero_stats a, b;
+    prezero_stats_get(&a);
+    usleep(200000);
+    prezero_stats_get(&b);
+    if (a.worker_zeroed_bytes == b.worker_zeroed_bytes && a.worker_populated_bytes == b.worker_populated_bytes &&
+        a.released_bytes == b.released_bytes)
+      break;
+  }
   struct rusage r0, r1;
   getrusage(RUSAGE_SELF, &r0);
   sleep(2);
