@@ -689,12 +689,13 @@ PZ_HIDDEN void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off
  * of dst_len bytes replacing [dst, dst+dst_len). Returns chunks moved (0:
  * none ready, or the move failed and nothing changed). */
 PZ_HIDDEN size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len);
-/* userfaultfd serving: one READY huge-page chunk of `node`'s pool, held
- * while its pages are moved out (NULL: none ready); then done with the
- * bytes that left it (0: it is still ready; else it reads zero, untouched).
- * `stale`: its pages could not move (shared with a forked child since):
- * give them back, the workers fault in fresh ones. */
-PZ_HIDDEN void *pz_chunk_lend_one(unsigned node);
+/* userfaultfd serving: up to `max` READY huge-page chunks of `node`'s pool,
+ * in address order, held while their pages are moved out (returns how
+ * many, in out[]); then each done with the bytes that left it (0: it is
+ * still ready; else it reads zero, untouched). `stale`: its pages could not
+ * move (shared with a forked child since): give them back, the workers
+ * fault in fresh ones. */
+PZ_HIDDEN size_t pz_chunk_lend_ready(unsigned node, void **out, size_t max);
 PZ_HIDDEN void pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale);
 /* The node's pool has, or keeps, ready chunks (a racy look, no lock). */
 PZ_HIDDEN bool pz_pool_serves(unsigned node);

@@ -10,12 +10,12 @@
  * program touches (the on-demand initialisation seed), so sparse
  * reservations stay sparse, and the workers refill the pool behind it.
  *
- * With no ready chunk, the handler takes any free chunk (zeroing it if
- * dirty, faulting it in if untouched: what the kernel would have done on
- * the touching thread) and moves that. Where a move cannot be done (the
- * block is partly present, the program changed the mapping's protection
- * or mlocked it, the pool's pages are shared with a forked child), the
- * handler fills the one faulting 4 KiB page with zeros (UFFDIO_ZEROPAGE
+ * With no ready chunk (or where a move fails: the pool's pages shared with
+ * a forked child, the program changed the mapping's protection or mlocked
+ * it), the handler copies zeros into the block (UFFDIO_COPY: fresh 4 KiB
+ * pages, what the kernel's own faults cost on a plain mapping). Where even
+ * that cannot be done (the block is partly present, or unmapped
+ * meanwhile), it answers for the one faulting 4 KiB page (UFFDIO_ZEROPAGE
  * for a read, UFFDIO_COPY for a write), exactly what the kernel does.
  *
  * Used only with full userfaultfd (root, CAP_SYS_PTRACE or
@@ -43,7 +43,7 @@
 #include "../os/kabi.h"
 
 static pthread_mutex_t uffd_lock = PTHREAD_MUTEX_INITIALIZER;
-static int uffd_fd = -1;
+static int uffd_fd;    /* with uffd_state 1 */
 static int uffd_state; /* 0 not tried, 1 serving, -1 unusable here */
 static pid_t uffd_pid;  /* the process it serves: a child made without fork() handlers starts over */
 static dev_t uffd_dev;  /* the descriptor's identity: a program that closes every descriptor */
@@ -132,24 +132,25 @@ static size_t copy_zeros(int fd, uintptr_t dst, size_t len) {
  * 50-200 us in a VM). Only ready chunks go ahead: nothing is copied, and
  * scattered touches (no order) never move anything ahead. Handler state:
  * one handler thread. */
+#define AHEAD_MAX 16
 static uintptr_t seq_next;
 static size_t seq_window;
 
-static void ahead(int fd, uintptr_t dst, uintptr_t end, unsigned node) {
-  seq_window = dst == seq_next ? (seq_window ? seq_window * 2 : 1) : 0;
-  if (seq_window > 16) seq_window = 16;
-  uintptr_t a = dst + PZ_CHUNK_SIZE;
-  for (size_t k = 0; k < seq_window && end && a + PZ_CHUNK_SIZE <= end; k++, a += PZ_CHUNK_SIZE) {
-    void *c = pz_chunk_lend_one(node);
-    if (!c) break;
-    bool stale;
-    size_t done = move_chunk(fd, c, a, &stale);
-    pz_chunk_lend_one_done(c, done, stale);
-    atomic_fetch_add_explicit(&pz_gstats.uffd_moved_bytes, done, memory_order_relaxed);
-    if (done != PZ_CHUNK_SIZE) break; /* there already (touched meanwhile), or the mapping changed */
-    atomic_fetch_add_explicit(&pz_gstats.uffd_ahead_bytes, done, memory_order_relaxed);
+/* Move ready chunks into [dst, dst + n blocks), in order, until one fails;
+ * chunks not used go back. Returns the bytes moved. */
+static size_t move_ready(int fd, void **c, size_t nc, uintptr_t dst) {
+  size_t moved = 0;
+  bool failed = false;
+  for (size_t k = 0; k < nc; k++) {
+    size_t done = 0;
+    bool stale = false;
+    if (!failed) done = move_chunk(fd, c[k], dst + moved, &stale);
+    pz_chunk_lend_one_done(c[k], done, stale);
+    moved += done;
+    failed |= done != PZ_CHUNK_SIZE; /* there already (touched meanwhile), or the mapping changed */
   }
-  seq_next = a;
+  atomic_fetch_add_explicit(&pz_gstats.uffd_moved_bytes, moved, memory_order_relaxed);
+  return moved;
 }
 
 static void serve(int fd, uintptr_t addr, bool write) {
@@ -157,22 +158,20 @@ static void serve(int fd, uintptr_t addr, bool write) {
   unsigned node = range_of(addr, &end);
   /* a mapping's last block may be shorter (as far as we know its end) */
   size_t len = end > dst && end - dst < PZ_CHUNK_SIZE ? end - dst : PZ_CHUNK_SIZE;
-  size_t done = 0;
-  void *c = len == PZ_CHUNK_SIZE ? pz_chunk_lend_one(node) : NULL;
-  if (c) {
-    bool stale;
-    done = move_chunk(fd, c, dst, &stale);
-    pz_chunk_lend_one_done(c, done, stale);
-    atomic_fetch_add_explicit(&pz_gstats.uffd_moved_bytes, done, memory_order_relaxed);
-  }
+  seq_window = dst == seq_next ? (seq_window ? 2 * seq_window : 1) : 0;
+  if (seq_window > AHEAD_MAX) seq_window = AHEAD_MAX;
+  size_t want = len < PZ_CHUNK_SIZE ? 0 : 1 + seq_window;
+  if (end && want > (end - dst) >> PZ_CHUNK_SHIFT) want = (end - dst) >> PZ_CHUNK_SHIFT;
+  void *c[1 + AHEAD_MAX];
+  size_t done = move_ready(fd, c, pz_chunk_lend_ready(node, c, want), dst);
+  if (done > PZ_CHUNK_SIZE)
+    atomic_fetch_add_explicit(&pz_gstats.uffd_ahead_bytes, done - PZ_CHUNK_SIZE, memory_order_relaxed);
   if (!done) {
     done = copy_zeros(fd, dst, len);
     atomic_fetch_add_explicit(&pz_gstats.uffd_copied_bytes, done, memory_order_relaxed);
   }
-  if (addr < dst + done) {
-    ahead(fd, dst, end, node);
-    return; /* the ioctl woke the faulting thread */
-  }
+  seq_next = dst + (done > PZ_CHUNK_SIZE ? done : PZ_CHUNK_SIZE);
+  if (addr < dst + done) return; /* the ioctl woke the faulting thread */
   /* the block is partly there, or the mapping changed (protection, mlock,
    * munmap): answer for the one page, as the kernel would */
   fill_page(fd, addr & ~(uintptr_t)(PZ_PAGE_SIZE - 1), write);
@@ -253,13 +252,10 @@ static int start(void) {
 bool pz_uffd_register(void *p, size_t len, unsigned node) {
   pthread_mutex_lock(&uffd_lock);
   pid_t pid = getpid();
-  if (uffd_state == 1 && uffd_pid == pid && !still_ours(uffd_fd)) { /* the program closed it */
-    uffd_fd = -1;
+  if (uffd_state && uffd_pid != pid) { /* inherited: it serves another address space */
+    if (uffd_state == 1) close(uffd_fd);
     uffd_state = 0;
-  }
-  if (uffd_state && uffd_pid != pid) { /* the descriptor serves another address space */
-    if (uffd_fd >= 0) close(uffd_fd);
-    uffd_fd = -1;
+  } else if (uffd_state == 1 && !still_ours(uffd_fd)) { /* the program closed it */
     uffd_state = 0;
   }
   if (!uffd_state) {
@@ -297,8 +293,7 @@ void pz_uffd_postfork(bool child) {
   /* the descriptor serves the parent's address space and the handler did
    * not come along: start over on first use */
   pthread_mutex_init(&uffd_lock, NULL);
-  if (uffd_fd >= 0) close(uffd_fd);
-  uffd_fd = -1;
+  if (uffd_state == 1) close(uffd_fd);
   uffd_state = 0;
   for (unsigned i = 0; i < RANGES; i++) atomic_store(&ranges[i].end, 0);
 }

@@ -77,7 +77,7 @@ bool pz_fault_hit(enum pz_fault_kind k, int *err) { return active && hit(k, err)
 
 int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
   int e;
-  if (active && hit(PZ_FAULT_THREAD, &e)) return e;
+  if (pz_fault_hit(PZ_FAULT_THREAD, &e)) return e;
   return pthread_create(t, attr, fn, arg);
 }
 

@@ -123,6 +123,17 @@ static struct pz_region *region_of(const void *p, size_t *idx) {
   return r;
 }
 
+/* pthread_cond_timedwait for at most ms milliseconds (the condition
+ * variables use the default clock). */
+static int cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, long ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += (ms % 1000) * 1000000;
+  ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000;
+  ts.tv_nsec %= 1000000000;
+  return pthread_cond_timedwait(c, m, &ts);
+}
+
 static void set_state(struct pz_node_pool *np, struct pz_region *r, size_t i, enum pz_chunk_state s) {
   np->count[r->state[i]]--;
   np->count[s]++;
@@ -664,18 +675,18 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   return moved ? best_n : 0;
 }
 
-void *pz_chunk_lend_one(unsigned node) {
+size_t pz_chunk_lend_ready(unsigned node, void **out, size_t max) {
   struct pz_node_pool *np = &pz_nodes[node];
+  size_t n = 0;
   pthread_mutex_lock(&np->lock);
-  for (struct pz_region *r = np->regions; r && np->count[PZ_CS_READY]; r = r->next)
-    for (size_t i = r->nchunks; i-- > 0;) /* from the high end, away from a reserve's run */
+  for (struct pz_region *r = np->regions; r && n < max && np->count[PZ_CS_READY]; r = r->next)
+    for (size_t i = 0; i < r->nchunks && n < max && np->count[PZ_CS_READY]; i++)
       if (r->state[i] == PZ_CS_READY && !r->nohuge[i]) {
         claim_chunk(np, r, i, new_claim_id(np, false) | PZ_CLAIM_MOVE);
-        pthread_mutex_unlock(&np->lock);
-        return r->base + (i << PZ_CHUNK_SHIFT);
+        out[n++] = r->base + (i << PZ_CHUNK_SHIFT);
       }
   pthread_mutex_unlock(&np->lock);
-  return NULL;
+  return n;
 }
 
 void pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale) {
@@ -921,12 +932,7 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
      * another process may need the memory) */
     long wait_ms = pending ? (decay / 4 < 100 ? (decay / 4 > 10 ? decay / 4 : 10) : 100) : watch ? 250 : 1000;
     np->sleeping++;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (wait_ms % 1000) * 1000000;
-    ts.tv_sec += wait_ms / 1000 + ts.tv_nsec / 1000000000;
-    ts.tv_nsec %= 1000000000;
-    int rc = pthread_cond_timedwait(&np->work, &np->lock, &ts);
+    int rc = cond_wait_ms(&np->work, &np->lock, wait_ms);
     np->sleeping--;
     timed_out = rc == ETIMEDOUT; /* look at the plan once more before leaving */
     if (!timed_out) {
@@ -1086,11 +1092,7 @@ size_t pz_chunk_trim(size_t keep) {
       size_t pop = 0;
       for (struct pz_region *r = np->regions; r; r = r->next) pop += r->npop;
       if (np->count[PZ_CS_BUSY] <= pop) break;
-      struct timespec until;
-      clock_gettime(CLOCK_REALTIME, &until);
-      until.tv_nsec += 100000000;
-      if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
-      pthread_cond_timedwait(&np->done, &np->lock, &until);
+      cond_wait_ms(&np->done, &np->lock, 100);
     }
     size_t floor = min_ready_chunks(np), want = (keep + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;
     pthread_mutex_unlock(&np->lock);

@@ -181,12 +181,18 @@ static void do_uaf_link_remote_trim(char *t) { /* the owner walks xfree in mallo
   *p = &x;
   prezero_malloc_trim(0);
 }
-static void uaf_link_stack(void **s) { (void)s; expect_abort(do_uaf_link_stack, "corrupted free list"); }
-static void uaf_link_sibling(void **s) { (void)s; expect_abort(do_uaf_link_sibling, "corrupted free list"); }
-static void uaf_link_zeroed(void **s) { (void)s; expect_abort(do_uaf_link_zeroed, "corrupted free list"); }
-static void overflow_into_free(void **s) { (void)s; expect_abort(do_overflow_into_free, "corrupted free list"); }
-static void uaf_link_remote(void **s) { (void)s; expect_abort(do_uaf_link_remote, "corrupted free list"); }
-static void uaf_link_remote_trim(void **s) { (void)s; expect_abort(do_uaf_link_remote_trim, "corrupted free list"); }
+/* A test whose child must abort with `msg` in its one line. */
+#define ABORT_TEST(name, fn, msg) \
+  static void name(void **s) {      \
+    (void)s;                        \
+    expect_abort(fn, msg);          \
+  }
+ABORT_TEST(uaf_link_stack, do_uaf_link_stack, "corrupted free list")
+ABORT_TEST(uaf_link_sibling, do_uaf_link_sibling, "corrupted free list")
+ABORT_TEST(uaf_link_zeroed, do_uaf_link_zeroed, "corrupted free list")
+ABORT_TEST(overflow_into_free, do_overflow_into_free, "corrupted free list")
+ABORT_TEST(uaf_link_remote, do_uaf_link_remote, "corrupted free list")
+ABORT_TEST(uaf_link_remote_trim, do_uaf_link_remote_trim, "corrupted free list")
 
 /* The links are stored encoded: a freed block holds neither its successor's
  * address nor NULL. */
@@ -210,17 +216,17 @@ static void do_write_after_free(char *t) {
   p[40] = 1; /* the program writes into a freed block */
   for (int i = 0; i < 2000; i++) prezero_malloc(64); /* p is handed out again: checked */
 }
-static void write_after_free(void **s) { (void)s; expect_abort(do_write_after_free, "write after free"); }
+ABORT_TEST(write_after_free, do_write_after_free, "write after free")
 #endif
 
-static void double_free_small(void **s) { (void)s; expect_abort(do_double_free_small, "double free"); }
-static void double_free_large(void **s) { (void)s; expect_abort(do_double_free_large, "double free"); }
-static void double_free_cross_thread(void **s) { (void)s; expect_abort(do_double_free_cross_thread, "double free"); }
-static void interior_pointer(void **s) { (void)s; expect_abort(do_interior_free, "invalid pointer"); }
-static void interior_pointer_large(void **s) { (void)s; expect_abort(do_interior_free_large, "invalid pointer"); }
-static void stack_pointer(void **s) { (void)s; expect_abort(do_stack_free, "not allocated by prezero"); }
-static void foreign_pointer(void **s) { (void)s; expect_abort(do_foreign_free, "not allocated by prezero"); }
-static void realloc_of_freed(void **s) { (void)s; expect_abort(do_realloc_freed, "realloc()"); }
+ABORT_TEST(double_free_small, do_double_free_small, "double free")
+ABORT_TEST(double_free_large, do_double_free_large, "double free")
+ABORT_TEST(double_free_cross_thread, do_double_free_cross_thread, "double free")
+ABORT_TEST(interior_pointer, do_interior_free, "invalid pointer")
+ABORT_TEST(interior_pointer_large, do_interior_free_large, "invalid pointer")
+ABORT_TEST(stack_pointer, do_stack_free, "not allocated by prezero")
+ABORT_TEST(foreign_pointer, do_foreign_free, "not allocated by prezero")
+ABORT_TEST(realloc_of_freed, do_realloc_freed, "realloc()")
 
 int main(void) {
   const struct CMUnitTest tests[] = {
