@@ -221,6 +221,7 @@ enum pz_opt {
   PZ_OPT_VERBOSE,          /* bool: print options and probe at start */
   PZ_OPT_THP,              /* enum auto|always|never */
   PZ_OPT_LARGE_THRESHOLD,  /* size: >= this go to whole chunks */
+  PZ_OPT_HUGE_MIN,         /* size: smaller large runs fault 4 KiB pages into fresh chunks */
   PZ_OPT_POOL_MIN,         /* size: ready memory workers keep per node */
   PZ_OPT_POOL_MAX,         /* size: free resident memory kept per node */
   PZ_OPT_CHECKS,           /* bool: invalid/double free checks */

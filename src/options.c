@@ -21,6 +21,8 @@ const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
     [PZ_OPT_LARGE_THRESHOLD] = {"LARGE_THRESHOLD", PZ_OK_SIZE, (long long)PZ_MEDIUM_MAX, 256 << 10,
                                 (long long)PZ_MEDIUM_MAX, NULL,
                                 "allocations of at least this size take whole 2 MiB chunks"},
+    [PZ_OPT_HUGE_MIN] = {"HUGE_MIN", PZ_OK_SIZE, 16 << 20, 0, 64 << 20, NULL,
+                         "large allocations smaller than this fault 4 KiB pages where the pool had nothing resident (sparse tables stay small)"},
     [PZ_OPT_POOL_MIN] = {"POOL_MIN", PZ_OK_SIZE, 0, 0, 1LL << 50, NULL,
                          "ready (resident, zero) memory the workers keep per node, pre-faulting if needed"},
     [PZ_OPT_POOL_MAX] = {"POOL_MAX", PZ_OK_SIZE, 1LL << 30, 0, 1LL << 50, NULL,
