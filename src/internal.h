@@ -522,6 +522,8 @@ typedef struct pz_chunk {
   uint32_t used_slices;  /* (owner) bitmap; bit 0 = header */
   uint32_t dirty_slices; /* (owner) slices written since the chunk was zero */
   uint32_t npages;
+  uint32_t purge_slices; /* (owner) free dirty slices to give back at purge_due_ns */
+  uint64_t purge_due_ns;
   struct pz_heap *heap;
   struct pz_chunk *next, *prev; /* (owner) heap's chunk list */
   pz_page pages[PZ_SLICES];
@@ -542,6 +544,7 @@ typedef struct pz_heap {
   pz_chunk *chunks;              /* chunks owned; list changes under chunks_lock */
   atomic_flag chunks_lock;       /* owner: adding/releasing a chunk; stats: walking */
   bool in_use;
+  uint64_t purge_due_ns;         /* earliest purge_due_ns of its chunks; 0: none */
   struct pz_heap_stats stats;
   struct pz_heap *next_all;      /* all heaps; guarded by pz_heaps_lock */
   struct pz_heap *next_abandoned;
@@ -700,6 +703,7 @@ PZ_HIDDEN size_t pz_chunk_lend_ready(unsigned node, void **out, size_t max);
 PZ_HIDDEN void pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale);
 /* The node's pool has, or keeps, ready chunks (a racy look, no lock). */
 PZ_HIDDEN bool pz_pool_serves(unsigned node);
+PZ_HIDDEN bool pz_chunk_small_pages(const void *chunk);
 /* large/uffd.c: serve first touches of [p, p+len) (2 MiB-aligned start) by
  * moving ready chunks in (UFFDIO_MOVE). False when userfaultfd cannot be
  * used here (the mapping is then left as it was). */

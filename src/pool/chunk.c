@@ -516,6 +516,15 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   return base;
 }
 
+/* The chunk is backed by 4 KiB pages (giving back part of it does not
+ * split a huge page). Read without the lock: the owner asks, a stale
+ * answer costs only a split or a purge skipped. */
+bool pz_chunk_small_pages(const void *chunk) {
+  size_t i;
+  struct pz_region *r = region_of(chunk, &i);
+  return r && (!thp_on() || __atomic_load_n(&r->nohuge[i], __ATOMIC_RELAXED));
+}
+
 size_t pz_chunk_run_len(const void *base) {
   size_t i;
   struct pz_region *r = region_of(base, &i);

@@ -119,10 +119,13 @@ static inline uint32_t span_mask(unsigned start, unsigned n) {
   return (uint32_t)((((uint64_t)1 << n) - 1) << start);
 }
 
+static inline void heap_maybe_purge(pz_heap *h);
+
 /* Find n free slices in one of h's chunks, or in a new chunk. */
 static pz_page *span_alloc(pz_heap *h, unsigned n, bool want_zero) {
   pz_chunk *c;
   unsigned start = 0;
+  heap_maybe_purge(h);
   for (c = h->chunks; c; c = c->next) {
     if (__builtin_popcount(~c->used_slices) < (int)n) continue;
     for (start = 1; start + n <= PZ_SLICES; start++)
@@ -134,6 +137,7 @@ static pz_page *span_alloc(pz_heap *h, unsigned n, bool want_zero) {
 found:;
   uint32_t m = span_mask(start, n);
   c->used_slices |= m;
+  c->purge_slices &= ~m;
   atomic_fetch_add_explicit(&pz_small_used_slices, n, memory_order_relaxed);
   pz_page *pg = &c->pages[start];
   for (unsigned k = 1; k < n; k++) c->pages[start + k].slice_offset = (uint8_t)k;
@@ -147,6 +151,45 @@ found:;
 
 
 static void drain_delayed(pz_heap *h);
+
+/* Purging: slices of retired pages go back to the kernel (MADV_DONTNEED)
+ * PURGE_DELAY_NS after the first of them was freed, in chunks of 4 KiB
+ * pages (in a huge page it would split it); so at most one purge per chunk
+ * per delay. A span reused within the delay keeps its pages; a
+ * purged one reads zero, so calloc skips the memset. Looked at on the slow
+ * paths only (making and retiring pages), as mimalloc does with its purge
+ * delay (10 ms): freed memory in a fragmented heap stops counting as RSS
+ * (measured: cxx-containers peaked at 17 MiB against glibc's 10 without). */
+#define PURGE_DELAY_NS 10000000u
+
+static void heap_purge(pz_heap *h, uint64_t now) {
+  uint64_t next = 0;
+  for (pz_chunk *c = h->chunks; c; c = c->next) {
+    uint32_t m = c->purge_slices & ~c->used_slices;
+    c->purge_slices = m;
+    if (!m) continue;
+    if (c->purge_due_ns > now) {
+      if (!next || c->purge_due_ns < next) next = c->purge_due_ns;
+      continue;
+    }
+    while (m) { /* each run of free slices in one call */
+      unsigned start = (unsigned)__builtin_ctz(m), n = (unsigned)__builtin_ctz(~(m >> start));
+      if (n == 32) n = 32 - start;
+      if (pz_os_discard((char *)c + ((size_t)start << PZ_SLICE_SHIFT), (size_t)n << PZ_SLICE_SHIFT) == 0)
+        c->dirty_slices &= ~span_mask(start, n);
+      m &= ~span_mask(start, n);
+    }
+    c->purge_slices = 0;
+  }
+  h->purge_due_ns = next;
+}
+
+static inline void heap_maybe_purge(pz_heap *h) {
+  if (h->purge_due_ns) {
+    uint64_t now = pz_os_now_ns();
+    if (now >= h->purge_due_ns) heap_purge(h, now);
+  }
+}
 
 /* Return the span of an empty page to its chunk; the chunk to the pool when
  * it holds nothing else (one empty chunk per heap is kept as a spare). */
@@ -167,9 +210,19 @@ static void page_retire(pz_heap *h, pz_page *pg) {
     for (pz_chunk *o = h->chunks; o; o = o->next)
       if (o != c && o->used_slices == 1) {
         chunk_release(h, c);
+        heap_maybe_purge(h);
         return;
       }
   }
+  uint64_t now = pz_os_now_ns();
+  if (pz_chunk_small_pages(c)) {
+    /* the first slice waiting sets the time: a chunk retiring pages all the
+     * time is still purged, at most once per delay */
+    if (!c->purge_slices) c->purge_due_ns = now + PURGE_DELAY_NS;
+    c->purge_slices |= m;
+    if (!h->purge_due_ns || c->purge_due_ns < h->purge_due_ns) h->purge_due_ns = c->purge_due_ns;
+  }
+  if (h->purge_due_ns && now >= h->purge_due_ns) heap_purge(h, now);
 }
 
 /* ------------------------------------------------------------ pages */
@@ -517,6 +570,7 @@ static void heap_collect(pz_heap *h) {
     next = c->next;
     if (c->used_slices == 1) chunk_release(h, c);
   }
+  heap_purge(h, UINT64_MAX); /* what is free now goes back without waiting */
 }
 
 void pz_heap_thread_exit(void *arg) {

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "internal.h"
@@ -225,6 +227,49 @@ static void stats_count_and_calloc_skips_memset_on_fresh_memory(void **state) {
   assert_string_equal(prezero_version(), "0.1.0");
 }
 
+static size_t resident_pages(const void *p, size_t len) {
+  unsigned char vec[256];
+  assert_true(len / 4096 <= sizeof vec);
+  assert_int_equal(mincore((void *)((uintptr_t)p & ~(uintptr_t)4095), len, vec), 0);
+  size_t n = 0;
+  for (size_t i = 0; i < len / 4096; i++) n += vec[i] & 1;
+  return n;
+}
+
+/* Spans freed in a chunk of 4 KiB pages go back to the kernel once the
+ * purge delay (10 ms) has passed, at the heap's next slow path (here: the
+ * next span retired); the live neighbours keep their bytes, and a purged
+ * span reused by calloc reads zero. */
+static void freed_spans_are_purged_after_the_delay(void **state) {
+  (void)state;
+  enum { N = 6, SZ = 256 << 10 };
+  unsigned char *b[N];
+  for (int i = 0; i < N; i++) {
+    b[i] = prezero_malloc(SZ);
+    assert_non_null(b[i]);
+    memset(b[i], 0xa5, SZ);
+  }
+  for (int i = 0; i < N; i += 2) prezero_free(b[i]);
+  usleep(30000);
+  prezero_free(b[1]); /* a slow path after the delay: everything waiting goes */
+  for (int i = 0; i < 3; i++) assert_int_equal(resident_pages(b[i], SZ), 0);
+  assert_int_equal(resident_pages(b[4], SZ), 0);
+  for (int i = 3; i < N; i += 2) {
+    assert_int_equal(resident_pages(b[i], SZ), SZ / 4096);
+    for (size_t k = 0; k < SZ; k++)
+      if (b[i][k] != 0xa5) fail_msg("live block %d changed at %zu", i, k);
+  }
+  struct prezero_stats a, c;
+  prezero_stats_get(&a);
+  unsigned char *z = prezero_calloc(1, SZ);
+  prezero_stats_get(&c);
+  assert_true(all_zero(z, SZ));
+  assert_true(c.calloc_skipped_bytes >= a.calloc_skipped_bytes + SZ); /* purged: no memset */
+  prezero_free(z);
+  prezero_free(b[3]);
+  prezero_free(b[5]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(malloc_sizes_alignment_and_usable_size),
@@ -237,6 +282,7 @@ int main(void) {
       cmocka_unit_test(alignment_apis),
       cmocka_unit_test(free_sized_accepts_matching_sizes),
       cmocka_unit_test(stats_count_and_calloc_skips_memset_on_fresh_memory),
+      cmocka_unit_test(freed_spans_are_purged_after_the_delay),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
