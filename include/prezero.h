@@ -60,7 +60,7 @@ struct prezero_stats {
   uint64_t chunks_used;          /* now: chunks holding allocations */
   uint64_t discarded_bytes;      /* given back to the kernel */
   uint64_t realloc_moved;        /* large reallocs done by moving pages */
-  uint64_t realloc_in_place;
+  uint64_t realloc_in_place;     /* reallocs grown without moving (medium and large blocks) */
   uint64_t remote_frees;         /* frees from a thread other than the owner */
   uint64_t heaps;                /* thread heaps made (reused on thread exit) */
   uint64_t oom;                  /* requests refused with ENOMEM */

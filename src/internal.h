@@ -572,6 +572,7 @@ PZ_HIDDEN void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why)
 PZ_HIDDEN PZ_COLD void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b);
 PZ_HIDDEN PZ_COLD void pz_small_free_invalid(const void *p);
 PZ_HIDDEN size_t pz_small_usable(const void *p, const pz_chunk *c);
+PZ_HIDDEN bool pz_small_grow_medium(pz_page *pg, size_t size); /* in place, owner only */
 static inline pz_chunk *pz_chunk_of(const void *p) {
   return (pz_chunk *)((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK);
 }

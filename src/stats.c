@@ -157,7 +157,7 @@ void pz_stats_print_fd(int fd) {
   line(fd, "    by copying zeros in", st.uffd_copied_bytes, "B");
   line(fd, "    by one 4 KiB zero page", st.uffd_fallbacks, NULL);
   line(fd, "large realloc by mremap", st.realloc_moved, NULL);
-  line(fd, "large realloc in place", st.realloc_in_place, NULL);
+  line(fd, "realloc in place", st.realloc_in_place, NULL);
   line(fd, "thread heaps", st.heaps, NULL);
   line(fd, "out of memory", st.oom, NULL);
   if (st.faults_injected) line(fd, "faults injected (debug)", st.faults_injected, NULL);

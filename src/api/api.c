@@ -102,6 +102,10 @@ void *pz_realloc(void *p, size_t size) {
       pz_fatal("realloc(): invalid pointer: %p", p);
     old = pg->block_size;
     if (size <= old && (size > old / 2 || old <= 64)) return p; /* fits; not too roomy */
+    if (size > old && size < (size_t)pz_opt(PZ_OPT_LARGE_THRESHOLD) && pz_small_grow_medium(pg, size)) {
+      atomic_fetch_add_explicit(&pz_gstats.realloc_in_place, 1, memory_order_relaxed);
+      return p;
+    }
   } else {
     if (size >= (size_t)pz_opt(PZ_OPT_LARGE_THRESHOLD)) {
       void *q = pz_large_realloc(p, size);

@@ -423,6 +423,30 @@ void *pz_small_alloc_aligned(size_t size, size_t align, bool zero) {
   return alloc_medium(h, size, zero);
 }
 
+/* Grow a medium block in place over the free slices after it, when the
+ * calling thread owns it: realloc without a copy, and without leaving a
+ * hole the next growth step cannot use (measured: realloc-growth's 96
+ * builders peaked at ~136 MiB growing by copies, against glibc's ~101). */
+bool pz_small_grow_medium(pz_page *pg, size_t size) {
+  pz_heap *h = pz_tls_heap;
+  if (pg->cls != PZ_NCLASSES || atomic_load_explicit(&pg->heap, memory_order_relaxed) != h ||
+      h == &pz_heap_empty)
+    return false;
+  pz_chunk *c = pz_chunk_of(pg->start);
+  unsigned start = (unsigned)((pg->start - (char *)c) >> PZ_SLICE_SHIFT), old = pg->nslices;
+  unsigned n = (unsigned)((size + PZ_SLICE_SIZE - 1) >> PZ_SLICE_SHIFT);
+  if (n <= old || start + n > PZ_SLICES) return false;
+  uint32_t m = span_mask(start + old, n - old);
+  if (c->used_slices & m) return false;
+  c->used_slices |= m;
+  c->purge_slices &= ~m;
+  atomic_fetch_add_explicit(&pz_small_used_slices, n - old, memory_order_relaxed);
+  for (unsigned k = old; k < n; k++) c->pages[start + k].slice_offset = (uint8_t)k;
+  pg->nslices = (uint8_t)n;
+  pz_page_set_block_size(pg, n << PZ_SLICE_SHIFT);
+  return true;
+}
+
 /* ------------------------------------------------------------ free */
 
 void pz_small_bad_link(const pz_page *pg, const pz_block *b) {

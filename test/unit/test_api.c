@@ -270,6 +270,42 @@ static void freed_spans_are_purged_after_the_delay(void **state) {
   prezero_free(b[5]);
 }
 
+/* A medium block (above 128 KiB) grows in place over free slices after it:
+ * same pointer, contents kept, usable size grown, counted; a neighbour in
+ * the way makes realloc move it, contents kept. */
+static void realloc_grows_medium_blocks_in_place(void **state) {
+  (void)state;
+  /* a chunk with 30 free slices: the 1900 KiB block needs a fresh one, which
+   * stays as the heap's spare when freed, and first fit starts there */
+  void *big = prezero_malloc(1900 << 10);
+  assert_non_null(big);
+  prezero_free(big);
+  struct prezero_stats a, b;
+  prezero_stats_get(&a);
+  unsigned char *p = prezero_malloc(200 << 10);
+  assert_non_null(p);
+  for (size_t i = 0; i < (200 << 10); i++) p[i] = (unsigned char)(i * 7);
+  unsigned char *q = prezero_realloc(p, 700 << 10);
+  prezero_stats_get(&b);
+  assert_ptr_equal(q, p);
+  assert_int_equal(b.realloc_in_place, a.realloc_in_place + 1);
+  assert_true(prezero_malloc_usable_size(q) >= (700 << 10));
+  memset(q + (200 << 10), 0x5a, 500 << 10);
+  for (size_t i = 0; i < (200 << 10); i++)
+    if (q[i] != (unsigned char)(i * 7)) fail_msg("byte %zu lost growing in place", i);
+  /* a block right after it: the next growth has to move */
+  void *wall = prezero_malloc(200 << 10);
+  assert_non_null(wall);
+  unsigned char *r = prezero_realloc(q, 1500 << 10);
+  assert_non_null(r);
+  for (size_t i = 0; i < (200 << 10); i++)
+    if (r[i] != (unsigned char)(i * 7)) fail_msg("byte %zu lost moving", i);
+  for (size_t i = 200 << 10; i < (700 << 10); i++)
+    if (r[i] != 0x5a) fail_msg("byte %zu lost moving", i);
+  prezero_free(r);
+  prezero_free(wall);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(malloc_sizes_alignment_and_usable_size),
@@ -283,6 +319,7 @@ int main(void) {
       cmocka_unit_test(free_sized_accepts_matching_sizes),
       cmocka_unit_test(stats_count_and_calloc_skips_memset_on_fresh_memory),
       cmocka_unit_test(freed_spans_are_purged_after_the_delay),
+      cmocka_unit_test(realloc_grows_medium_blocks_in_place),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
