@@ -293,6 +293,7 @@ PZ_HIDDEN const char *pz_opt_source_name(enum pz_opt_source s);
  * UNTOUCHED: never faulted (or given back): reads zero, costs a fault.
  * READY: resident and known zero. DIRTY: freed by the program.
  */
+enum { PZ_NH_ADVISED = 1, PZ_NH_SMALL = 2 };
 enum pz_chunk_state {
   PZ_CS_UNTOUCHED = 0,
   PZ_CS_READY,
@@ -333,7 +334,8 @@ struct pz_region {
   uint32_t node;
   uint8_t *state;        /* enum pz_chunk_state per chunk; guarded by the node lock */
   uint32_t *runlen;      /* at a run's head: chunks in the run */
-  uint8_t *nohuge;       /* chunk was madvised MADV_NOHUGEPAGE (small heap) */
+  uint8_t *nohuge;       /* chunk madvised MADV_NOHUGEPAGE: PZ_NH_ADVISED, or PZ_NH_SMALL when
+                          * that was before its first fault (4 KiB pages) */
   uint8_t *released;     /* chunk was given back (faulting it in again is counted) */
   uint32_t *idle_since;  /* free chunks: pz_pool_ms() when they became free */
   uint32_t *claim_id;    /* BUSY/TAKEN chunks: the claim that holds them (PZ_CLAIM_POP: pre-faulting) */

@@ -413,7 +413,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     uint8_t s = r->state[i];
     ready += s == PZ_CS_READY;
     untouched += s == PZ_CS_UNTOUCHED;
-    if (k < 32 && (s == PZ_CS_UNTOUCHED || (s == PZ_CS_BUSY && (r->claim_id[i] & PZ_CLAIM_POP))))
+    if (k < 32 && s == PZ_CS_UNTOUCHED) /* (one a worker is pre-faulting becomes resident whole) */
       fresh |= 1u << k;
     if (r->released[i]) { /* given back earlier: this allocation faults it in again */
       r->released[i] = 0;
@@ -464,12 +464,17 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
      * case) then costs the pages touched, not 2 MiB per chunk touched
      * (measured: bench-guests' 12 MiB table, 1.9 MiB of 2 MiB resident).
      * Chunks that are resident already (ready, dirty) keep their pages. */
-    bool sparse = kind == PZ_MK_LARGE && (n << PZ_CHUNK_SHIFT) < (size_t)pz_opt(PZ_OPT_HUGE_MIN);
+    size_t bytes = n << PZ_CHUNK_SHIFT;
+    bool sparse = kind == PZ_MK_LARGE && bytes < (size_t)pz_opt(PZ_OPT_HUGE_MIN) &&
+                  !(pz_opt(PZ_OPT_POPULATE) != PZ_POP_OFF && bytes >= (size_t)pz_opt(PZ_OPT_POPULATE_MIN));
     for (size_t k = 0; k < n; k++) {
       uint8_t *nh = &r->nohuge[(size_t)best_i + k];
-      bool want = sparse ? (fresh >> k) & 1 : want_small;
-      if (want == !!*nh) continue;
-      *nh = want;
+      bool f = k < 32 && ((fresh >> k) & 1), want = sparse ? f : want_small;
+      if (want == !!*nh) { /* advice unchanged; advised before its first fault: 4 KiB pages */
+        if (want && f) *nh = PZ_NH_SMALL;
+        continue;
+      }
+      *nh = !want ? 0 : f ? PZ_NH_SMALL : PZ_NH_ADVISED;
       if (sparse) {
         if (want) to_small |= 1u << k;
         else to_huge |= 1u << k;
@@ -517,12 +522,14 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
 }
 
 /* The chunk is backed by 4 KiB pages (giving back part of it does not
- * split a huge page). Read without the lock: the owner asks, a stale
+ * split a huge page): advised MADV_NOHUGEPAGE before its first fault. One
+ * advised later may still hold the huge pages of an earlier use (the advice
+ * does not split them). Read without the lock: the owner asks, a stale
  * answer costs only a split or a purge skipped. */
 bool pz_chunk_small_pages(const void *chunk) {
   size_t i;
   struct pz_region *r = region_of(chunk, &i);
-  return r && (!thp_on() || __atomic_load_n(&r->nohuge[i], __ATOMIC_RELAXED));
+  return r && (!thp_on() || __atomic_load_n(&r->nohuge[i], __ATOMIC_RELAXED) == PZ_NH_SMALL);
 }
 
 size_t pz_chunk_run_len(const void *base) {
@@ -606,8 +613,22 @@ bool pz_chunk_move(void *from, void *to) {
   }
   advise(from, n << PZ_CHUNK_SHIFT);
   pz_os_bind_node(from, n << PZ_CHUNK_SHIFT, r->node);
+  /* mremap took the source's advice along to the whole destination: give
+   * the destination chunks their own back (they hold moved pages now, of
+   * whatever size: advised, backing unknown) */
+  if (thp_on())
+    for (size_t k = 0, e; k < m; k = e) {
+      bool nh = q->nohuge[j + k];
+      for (e = k + 1; e < m && !!q->nohuge[j + e] == nh;) e++;
+      char *d = (char *)to + (k << PZ_CHUNK_SHIFT);
+      if (nh) pz_os.madvise(d, (e - k) << PZ_CHUNK_SHIFT, MADV_NOHUGEPAGE);
+      else pz_os_hugepage(d, (e - k) << PZ_CHUNK_SHIFT);
+    }
   struct pz_node_pool *np = &pz_nodes[r->node];
   pthread_mutex_lock(&np->lock);
+  for (size_t k = 0; k < n; k++) r->nohuge[i + k] = 0; /* advise() above: fresh, huge pages */
+  for (size_t k = 0; k < m; k++)
+    if (q->nohuge[j + k]) q->nohuge[j + k] = PZ_NH_ADVISED;
   r->runlen[i] = 0;
   release_range(np, r, i, n);
   for (size_t k = 0; k < n; k++) transition(np, r, i + k, PZ_CE_DISCARD);
