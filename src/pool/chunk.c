@@ -353,6 +353,30 @@ static bool thp_on(void) {
 
 static void make_room(struct pz_node_pool *np, size_t fresh);
 
+/* With the lock held: chunk flag *nh for an allocation that wants 4 KiB
+ * pages there or not; `fresh`: the chunk was never faulted (advice given
+ * now is what its pages will be). True when the advice changes. */
+static bool note_advice(uint8_t *nh, bool want_small_pages, bool fresh) {
+  if (want_small_pages == !!*nh) {
+    if (want_small_pages && fresh) *nh = PZ_NH_SMALL; /* advised before its first fault */
+    return false;
+  }
+  *nh = !want_small_pages ? 0 : fresh ? PZ_NH_SMALL : PZ_NH_ADVISED;
+  return true;
+}
+
+/* madvise chunks [i, i+n) of r as their flags say, one call per run of
+ * equal advice. The caller owns the run: nobody else changes its flags. */
+static void apply_advice(struct pz_region *r, size_t i, size_t n) {
+  for (size_t k = 0, e; k < n; k = e) {
+    bool nh = r->nohuge[i + k];
+    for (e = k + 1; e < n && !!r->nohuge[i + e] == nh;) e++;
+    char *p = r->base + ((i + k) << PZ_CHUNK_SHIFT);
+    if (nh) pz_os.madvise(p, (e - k) << PZ_CHUNK_SHIFT, MADV_NOHUGEPAGE);
+    else pz_os_hugepage(p, (e - k) << PZ_CHUNK_SHIFT);
+  }
+}
+
 void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, bool *zero_out,
                      size_t *zeroed_out) {
   if (n == 0 || n > (PZ_MAX_ALLOC >> PZ_CHUNK_SHIFT)) return NULL;
@@ -405,16 +429,33 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     pthread_mutex_unlock(&np->lock);
     return NULL;
   }
+  /* Huge pages: small-object chunks get them only in a big and dense small
+   * heap (a chunk holding one 1 MiB block would otherwise cost 2 MiB of
+   * RSS). A large run under HUGE_MIN faults 4 KiB pages into its fresh
+   * chunks: a calloc'd table used sparsely (a hash table sized for the
+   * worst case) then costs the pages touched, not 2 MiB per chunk touched
+   * (measured: bench-guests' 12 MiB table, 1.9 MiB of 2 MiB resident).
+   * Chunks resident already (ready, dirty, or a worker's pre-faulting one,
+   * which becomes resident whole) keep their pages; so does a run
+   * PREZERO_POPULATE will populate. */
+  bool thp = thp_on(), want_small = false, sparse = false, readvise = false;
+  if (thp) {
+    size_t used = (size_t)atomic_load_explicit(&pz_small_used_slices, memory_order_relaxed);
+    want_small = kind == PZ_MK_SMALL && (np->small_chunks < SMALL_HUGE_MIN_CHUNKS ||
+                                         used * 4 < np->small_chunks * (PZ_SLICES - 1) * 3);
+    size_t bytes = n << PZ_CHUNK_SHIFT;
+    sparse = kind == PZ_MK_LARGE && bytes < (size_t)pz_opt(PZ_OPT_HUGE_MIN) &&
+             !(pz_opt(PZ_OPT_POPULATE) != PZ_POP_OFF && bytes >= (size_t)pz_opt(PZ_OPT_POPULATE_MIN));
+  }
   size_t ranges[ZERO_RANGES][2], nranges = 0; /* dirty chunk ranges [start, end) */
   size_t ready = 0, untouched = 0;
-  uint32_t fresh = 0; /* chunks the program will fault in itself (bit k; runs under HUGE_MIN) */
   for (size_t k = 0; k < n; k++) {
     size_t i = (size_t)best_i + k;
     uint8_t s = r->state[i];
     ready += s == PZ_CS_READY;
     untouched += s == PZ_CS_UNTOUCHED;
-    if (k < 32 && s == PZ_CS_UNTOUCHED) /* (one a worker is pre-faulting becomes resident whole) */
-      fresh |= 1u << k;
+    if (thp)
+      readvise |= note_advice(&r->nohuge[i], sparse ? s == PZ_CS_UNTOUCHED : want_small, s == PZ_CS_UNTOUCHED);
     if (r->released[i]) { /* given back earlier: this allocation faults it in again */
       r->released[i] = 0;
       if (s == PZ_CS_UNTOUCHED) np->st.refaulted_bytes += PZ_CHUNK_SIZE;
@@ -449,40 +490,6 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     set_state(np, r, (size_t)best_i, PZ_CS_USED); /* the head may have been handed over as TAIL */
   }
   r->runlen[best_i] = (uint32_t)n;
-  /* madvise after unlocking, chunk k's advice in bit k: whole runs, or per
-   * chunk for a run under HUGE_MIN (at most 32 chunks) */
-  uint32_t to_small = 0, to_huge = 0;
-  int huge_advice = 0; /* whole run: 1 MADV_NOHUGEPAGE, 2 MADV_HUGEPAGE */
-  if (thp_on()) {
-    /* small-object chunks get huge pages only in a big and dense small heap:
-     * a chunk holding one 1 MiB block would otherwise cost 2 MiB of RSS */
-    size_t used = (size_t)atomic_load_explicit(&pz_small_used_slices, memory_order_relaxed);
-    bool want_small = kind == PZ_MK_SMALL && (np->small_chunks < SMALL_HUGE_MIN_CHUNKS ||
-                                              used * 4 < np->small_chunks * (PZ_SLICES - 1) * 3);
-    /* A large run under HUGE_MIN faults 4 KiB pages into its fresh chunks:
-     * a calloc'd table used sparsely (a hash table sized for the worst
-     * case) then costs the pages touched, not 2 MiB per chunk touched
-     * (measured: bench-guests' 12 MiB table, 1.9 MiB of 2 MiB resident).
-     * Chunks that are resident already (ready, dirty) keep their pages. */
-    size_t bytes = n << PZ_CHUNK_SHIFT;
-    bool sparse = kind == PZ_MK_LARGE && bytes < (size_t)pz_opt(PZ_OPT_HUGE_MIN) &&
-                  !(pz_opt(PZ_OPT_POPULATE) != PZ_POP_OFF && bytes >= (size_t)pz_opt(PZ_OPT_POPULATE_MIN));
-    for (size_t k = 0; k < n; k++) {
-      uint8_t *nh = &r->nohuge[(size_t)best_i + k];
-      bool f = k < 32 && ((fresh >> k) & 1), want = sparse ? f : want_small;
-      if (want == !!*nh) { /* advice unchanged; advised before its first fault: 4 KiB pages */
-        if (want && f) *nh = PZ_NH_SMALL;
-        continue;
-      }
-      *nh = !want ? 0 : f ? PZ_NH_SMALL : PZ_NH_ADVISED;
-      if (sparse) {
-        if (want) to_small |= 1u << k;
-        else to_huge |= 1u << k;
-      } else {
-        huge_advice = want ? 1 : 2;
-      }
-    }
-  }
   if (kind == PZ_MK_SMALL) np->small_chunks += n;
   char *base = r->base + ((size_t)best_i << PZ_CHUNK_SHIFT);
   pz_map_set_range(base, 1, kind, r->id);
@@ -498,14 +505,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   if (start) wake_worker(np);
   pthread_mutex_unlock(&np->lock);
   if (untouched) make_room(np, untouched);
-  if (huge_advice == 1) pz_os.madvise(base, n << PZ_CHUNK_SHIFT, MADV_NOHUGEPAGE);
-  else if (huge_advice == 2) pz_os_hugepage(base, n << PZ_CHUNK_SHIFT);
-  for (size_t k = 0, j; k < 32; k = j) { /* each run of equal advice in one call */
-    uint32_t m = (to_small >> k) & 1 ? to_small : (to_huge >> k) & 1 ? to_huge : 0;
-    for (j = k + 1; m && j < 32 && (m >> j) & 1;) j++;
-    if (m == to_small && m) pz_os.madvise(base + (k << PZ_CHUNK_SHIFT), (j - k) << PZ_CHUNK_SHIFT, MADV_NOHUGEPAGE);
-    else if (m) pz_os_hugepage(base + (k << PZ_CHUNK_SHIFT), (j - k) << PZ_CHUNK_SHIFT);
-  }
+  if (readvise) apply_advice(r, (size_t)best_i, n);
   if (start) pz_workers_start(np->node);
   size_t zeroed = 0;
   if ((flags & PZ_CA_ZERO) == PZ_CA_ZERO) {
@@ -613,22 +613,15 @@ bool pz_chunk_move(void *from, void *to) {
   }
   advise(from, n << PZ_CHUNK_SHIFT);
   pz_os_bind_node(from, n << PZ_CHUNK_SHIFT, r->node);
-  /* mremap took the source's advice along to the whole destination: give
-   * the destination chunks their own back (they hold moved pages now, of
+  /* mremap took the source's advice along to the whole destination: the
+   * destination chunks get their own back (they hold moved pages now, of
    * whatever size: advised, backing unknown) */
-  if (thp_on())
-    for (size_t k = 0, e; k < m; k = e) {
-      bool nh = q->nohuge[j + k];
-      for (e = k + 1; e < m && !!q->nohuge[j + e] == nh;) e++;
-      char *d = (char *)to + (k << PZ_CHUNK_SHIFT);
-      if (nh) pz_os.madvise(d, (e - k) << PZ_CHUNK_SHIFT, MADV_NOHUGEPAGE);
-      else pz_os_hugepage(d, (e - k) << PZ_CHUNK_SHIFT);
-    }
+  for (size_t k = 0; k < m; k++)
+    if (q->nohuge[j + k]) q->nohuge[j + k] = PZ_NH_ADVISED;
+  if (thp_on()) apply_advice(q, j, m);
   struct pz_node_pool *np = &pz_nodes[r->node];
   pthread_mutex_lock(&np->lock);
   for (size_t k = 0; k < n; k++) r->nohuge[i + k] = 0; /* advise() above: fresh, huge pages */
-  for (size_t k = 0; k < m; k++)
-    if (q->nohuge[j + k]) q->nohuge[j + k] = PZ_NH_ADVISED;
   r->runlen[i] = 0;
   release_range(np, r, i, n);
   for (size_t k = 0; k < n; k++) transition(np, r, i + k, PZ_CE_DISCARD);
@@ -672,6 +665,17 @@ bool pz_chunk_grow(void *base, size_t n) {
  * and grown to dst_len there: the program gets one ordinary anonymous
  * mapping whose head is resident, zero and PMD-mapped, moved in page-table
  * entries (no copy). A fresh range fills the hole in the region. */
+/* A lend finished (lock held; released here): chunks held for it are free
+ * again for waiting allocations, and ready chunks that left are made anew
+ * when the pool keeps some. */
+static void lend_done_unlock(struct pz_node_pool *np, bool moved) {
+  bool start = moved && np->count[PZ_CS_READY] < min_ready_chunks(np);
+  if (start) wake_worker(np);
+  pthread_cond_broadcast(&np->done);
+  pthread_mutex_unlock(&np->lock);
+  if (start) pz_workers_start(np->node);
+}
+
 size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   struct pz_node_pool *np = current_pool();
   pthread_mutex_lock(&np->lock);
@@ -722,11 +726,7 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
     best->runlen[best_i] = (uint32_t)best_n;
     pz_map_set_range(src, best_n, PZ_MK_NONE, 0);
   }
-  bool start = moved && np->count[PZ_CS_READY] < min_ready_chunks(np);
-  if (start) wake_worker(np);
-  pthread_cond_broadcast(&np->done);
-  pthread_mutex_unlock(&np->lock);
-  if (start) pz_workers_start(np->node);
+  lend_done_unlock(np, moved);
   return moved ? best_n : 0;
 }
 
@@ -754,11 +754,7 @@ void pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale) {
   /* pages moved out (or given back): the range reads zero again, as a fresh one */
   transition(np, r, i, moved ? PZ_CE_DISCARD : PZ_CE_ZEROED);
   r->idle_since[i] = now_ms();
-  bool start = moved && np->count[PZ_CS_READY] < min_ready_chunks(np);
-  if (start) wake_worker(np);
-  pthread_cond_broadcast(&np->done);
-  pthread_mutex_unlock(&np->lock);
-  if (start) pz_workers_start(np->node);
+  lend_done_unlock(np, moved);
 }
 
 bool pz_pool_serves(unsigned node) {

@@ -121,6 +121,16 @@ static inline uint32_t span_mask(unsigned start, unsigned n) {
 
 static inline void heap_maybe_purge(pz_heap *h);
 
+/* Mark slices [head + from, head + to) of c used by the span at `head`
+ * (owner): a new span takes [1, n), a growing one [old, n). */
+static void take_slices(pz_chunk *c, unsigned head, unsigned from, unsigned to) {
+  uint32_t m = span_mask(head + from, to - from);
+  c->used_slices |= m;
+  c->purge_slices &= ~m; /* in use again: not to be given back */
+  atomic_fetch_add_explicit(&pz_small_used_slices, to - from, memory_order_relaxed);
+  for (unsigned k = from; k < to; k++) c->pages[head + k].slice_offset = (uint8_t)k;
+}
+
 /* Find n free slices in one of h's chunks, or in a new chunk. */
 static pz_page *span_alloc(pz_heap *h, unsigned n, bool want_zero) {
   pz_chunk *c;
@@ -134,16 +144,11 @@ static pz_page *span_alloc(pz_heap *h, unsigned n, bool want_zero) {
   c = chunk_new(h, want_zero);
   if (!c) return NULL;
   start = 1;
-found:;
-  uint32_t m = span_mask(start, n);
-  c->used_slices |= m;
-  c->purge_slices &= ~m;
-  atomic_fetch_add_explicit(&pz_small_used_slices, n, memory_order_relaxed);
+found:
+  take_slices(c, start, 0, n); /* the head's slice_offset: 0 */
   pz_page *pg = &c->pages[start];
-  for (unsigned k = 1; k < n; k++) c->pages[start + k].slice_offset = (uint8_t)k;
   pg->nslices = (uint8_t)n;
-  pg->slice_offset = 0;
-  pg->span_zero = !(c->dirty_slices & m);
+  pg->span_zero = !(c->dirty_slices & span_mask(start, n));
   pg->start = (char *)c + ((size_t)start << PZ_SLICE_SHIFT);
   atomic_store_explicit(&pg->heap, h, memory_order_relaxed);
   return pg;
@@ -173,8 +178,8 @@ static void heap_purge(pz_heap *h, uint64_t now) {
       continue;
     }
     while (m) { /* each run of free slices in one call */
+      /* bit 0 is the header, never free: start >= 1 and ~(m >> start) has bit 31 set */
       unsigned start = (unsigned)__builtin_ctz(m), n = (unsigned)__builtin_ctz(~(m >> start));
-      if (n == 32) n = 32 - start;
       if (pz_os_discard((char *)c + ((size_t)start << PZ_SLICE_SHIFT), (size_t)n << PZ_SLICE_SHIFT) == 0)
         c->dirty_slices &= ~span_mask(start, n);
       m &= ~span_mask(start, n);
@@ -189,6 +194,21 @@ static inline void heap_maybe_purge(pz_heap *h) {
     uint64_t now = pz_os_now_ns();
     if (now >= h->purge_due_ns) heap_purge(h, now);
   }
+}
+
+/* Slices m of c were freed: give them back after the delay. The first
+ * slice waiting sets the time, so a chunk retiring pages all the time is
+ * still purged, at most once per delay. */
+static void purge_later(pz_heap *h, pz_chunk *c, uint32_t m) {
+  if (!c->purge_slices) c->purge_due_ns = pz_os_now_ns() + PURGE_DELAY_NS;
+  c->purge_slices |= m;
+  if (!h->purge_due_ns || c->purge_due_ns < h->purge_due_ns) h->purge_due_ns = c->purge_due_ns;
+}
+
+static bool other_empty_chunk(const pz_heap *h, const pz_chunk *c) {
+  for (const pz_chunk *o = h->chunks; o; o = o->next)
+    if (o != c && o->used_slices == 1) return true;
+  return false;
 }
 
 /* Return the span of an empty page to its chunk; the chunk to the pool when
@@ -206,23 +226,9 @@ static void page_retire(pz_heap *h, pz_page *pg) {
   c->dirty_slices |= m;
   for (unsigned k = 0; k < n; k++) c->pages[start + k].slice_offset = 0;
   memset(pg, 0, sizeof *pg);
-  if (c->used_slices == 1) {
-    for (pz_chunk *o = h->chunks; o; o = o->next)
-      if (o != c && o->used_slices == 1) {
-        chunk_release(h, c);
-        heap_maybe_purge(h);
-        return;
-      }
-  }
-  uint64_t now = pz_os_now_ns();
-  if (pz_chunk_small_pages(c)) {
-    /* the first slice waiting sets the time: a chunk retiring pages all the
-     * time is still purged, at most once per delay */
-    if (!c->purge_slices) c->purge_due_ns = now + PURGE_DELAY_NS;
-    c->purge_slices |= m;
-    if (!h->purge_due_ns || c->purge_due_ns < h->purge_due_ns) h->purge_due_ns = c->purge_due_ns;
-  }
-  if (h->purge_due_ns && now >= h->purge_due_ns) heap_purge(h, now);
+  if (c->used_slices == 1 && other_empty_chunk(h, c)) chunk_release(h, c);
+  else if (pz_chunk_small_pages(c)) purge_later(h, c, m);
+  heap_maybe_purge(h);
 }
 
 /* ------------------------------------------------------------ pages */
@@ -436,12 +442,8 @@ bool pz_small_grow_medium(pz_page *pg, size_t size) {
   unsigned start = (unsigned)((pg->start - (char *)c) >> PZ_SLICE_SHIFT), old = pg->nslices;
   unsigned n = (unsigned)((size + PZ_SLICE_SIZE - 1) >> PZ_SLICE_SHIFT);
   if (n <= old || start + n > PZ_SLICES) return false;
-  uint32_t m = span_mask(start + old, n - old);
-  if (c->used_slices & m) return false;
-  c->used_slices |= m;
-  c->purge_slices &= ~m;
-  atomic_fetch_add_explicit(&pz_small_used_slices, n - old, memory_order_relaxed);
-  for (unsigned k = old; k < n; k++) c->pages[start + k].slice_offset = (uint8_t)k;
+  if (c->used_slices & span_mask(start + old, n - old)) return false;
+  take_slices(c, start, old, n);
   pg->nslices = (uint8_t)n;
   pz_page_set_block_size(pg, n << PZ_SLICE_SHIFT);
   return true;
