@@ -12,6 +12,8 @@
  *               from fresh (zero) memory, so calloc clears one word only;
  *   local_free  blocks freed by the owner (kept apart so `free` stays zero);
  *   xfree       blocks freed by other threads: a lock-free stack (CAS).
+ * A thread that frees another heap's block first keeps it in its own
+ * bounded cache (xc, in internal.h) for its next malloc of the class.
  * The links inside free blocks are stored encoded and checked on every pop
  * (pz_link_next in internal.h): an overwritten link aborts, naming the block.
  *
@@ -50,7 +52,9 @@ static pz_page empty_page; /* free == NULL: every fast path falls through */
 pz_heap pz_heap_empty = {.pages = {[0 ... PZ_NCLASSES - 1] = &empty_page}};
 __thread pz_heap *pz_tls_heap __attribute__((tls_model("initial-exec"))) = &pz_heap_empty;
 uintptr_t pz_free_key;
+uintptr_t pz_xc_key;
 uintptr_t pz_link_key;
+static uint8_t xc_limit[PZ_XC_CLASSES]; /* blocks a heap's xc keeps per class */
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static pz_heap *heaps_all, *heaps_abandoned;
@@ -457,6 +461,8 @@ void pz_small_bad_link(const pz_page *pg, const pz_block *b) {
 }
 
 void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
+  /* in some heap's xc (not looked up: those are other threads' arrays) */
+  if (b->key == pz_xc_key) pz_bad_pointer("double free", b);
   if (atomic_load_explicit(&pg->heap, memory_order_relaxed) == h) {
     for (pz_block *x = pg->free; x; x = pz_link_next(pg, x))
       if (x == b) pz_bad_pointer("double free", b);
@@ -481,7 +487,7 @@ static bool xfree_push(pz_page *pg, pz_block *b, uintptr_t *old) {
                                                memory_order_relaxed);
 }
 
-static PZ_NOINLINE void free_remote(pz_heap *self, pz_page *pg, pz_block *b) {
+static PZ_NOINLINE void free_remote(pz_page *pg, pz_block *b) {
   uintptr_t old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
   for (;;) {
     if (old & PZ_XF_FREEING) { /* another freer is delivering a notice: its block lands next */
@@ -509,7 +515,50 @@ static PZ_NOINLINE void free_remote(pz_heap *self, pz_page *pg, pz_block *b) {
     }
     break;
   }
-  if (self != &pz_heap_empty) self->stats.remote_frees++;
+}
+
+static void xc_send_home(pz_block *x) {
+  x->key = pz_free_key;
+  free_remote(pz_small_page_of(pz_chunk_of(x), x), x);
+}
+
+/* Keep b (whose page another heap owns) in h's xc; when the class is full,
+ * its older half goes home first. */
+static void xc_push(pz_heap *h, unsigned cls, pz_block *b) {
+  unsigned n = h->xc_n[cls];
+  pz_block **xc = h->xc[cls];
+  if (n == xc_limit[cls]) {
+    unsigned k = (n + 1) / 2;
+    for (unsigned i = 0; i < k; i++) xc_send_home(xc[i]);
+    memmove(xc, xc + k, (n - k) * sizeof *xc);
+    n -= k;
+  }
+  b->key = pz_xc_key;
+  xc[n] = b;
+  h->xc_n[cls] = (uint8_t)(n + 1);
+}
+
+void *pz_small_alloc_xc(pz_heap *h, unsigned cls, bool zero) {
+  pz_block *b = h->xc[cls][--h->xc_n[cls]];
+  h->xc_lent[pz_xc_hash(b)] = (uintptr_t)b;
+  size_t bs = pz_class_size[cls];
+  if (PZ_DEBUG) pz_debug_check_poison(b, bs);
+  h->stats.malloc_calls++;
+  if (zero) {
+    memset(b, 0, bs);
+    h->stats.calloc_zeroed_bytes += bs;
+  } else {
+    b->key = 0;
+  }
+  return b;
+}
+
+/* Every block in h's xc goes home. */
+static void xc_flush(pz_heap *h) {
+  for (unsigned cls = 0; cls < PZ_XC_CLASSES; cls++) {
+    for (unsigned i = 0; i < h->xc_n[cls]; i++) xc_send_home(h->xc[cls][i]);
+    h->xc_n[cls] = 0;
+  }
 }
 
 void pz_small_free_invalid(const void *p) {
@@ -526,8 +575,21 @@ void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
     page_unfull(h, pg);
     return;
   }
+  if (h == &pz_heap_empty) { /* a thread that never allocated */
+    b->key = pz_free_key;
+    free_remote(pg, b);
+    return;
+  }
+  h->stats.remote_frees++;
+  unsigned hb = pz_xc_hash(b);
+  if (h->xc_lent[hb] == (uintptr_t)b) { /* it came from xc: once is enough, it goes home */
+    h->xc_lent[hb] = 0;
+  } else if (pg->cls < PZ_XC_CLASSES) {
+    xc_push(h, pg->cls, b);
+    return;
+  }
   b->key = pz_free_key;
-  free_remote(h, pg, b);
+  free_remote(pg, b);
 }
 
 size_t pz_small_usable(const void *p, const pz_chunk *c) {
@@ -538,7 +600,12 @@ size_t pz_small_usable(const void *p, const pz_chunk *c) {
 /* ------------------------------------------------------------ heaps */
 
 int pz_small_init(void) {
-  pz_free_key = (uintptr_t)pz_os_random() | 1; /* odd: never a valid pointer */
+  pz_free_key = ((uintptr_t)pz_os_random() | 1) & ~(uintptr_t)2; /* odd: never a valid pointer */
+  pz_xc_key = pz_free_key | 2;
+  for (unsigned cls = 0; cls < PZ_XC_CLASSES; cls++) {
+    size_t n = PZ_XC_BYTES / pz_class_size[cls];
+    xc_limit[cls] = (uint8_t)(n > PZ_XC_MAX ? PZ_XC_MAX : n);
+  }
   pz_link_key = (uintptr_t)pz_os_random();     /* kept across fork: the lists are inherited */
   return pthread_key_create(&heap_key, pz_heap_thread_exit);
 }
@@ -572,6 +639,7 @@ pz_heap *pz_heap_get(void) {
 
 /* Retire every page with no block out; return empty chunks to the pool. */
 static void heap_collect(pz_heap *h) {
+  xc_flush(h);
   drain_delayed(h);
   for (unsigned cls = 0; cls < PZ_NCLASSES; cls++) {
     pz_page *pg = h->pages[cls];

@@ -156,15 +156,18 @@ int main(int argc, char **argv) {
    * memory to decay wakes a few times a second); once the pool holds
    * nothing it will give back, they leave after a second */
   /* first let the workers finish the work the rounds left (zeroing freed
-   * chunks takes long under an emulator): idle means no work left */
-  for (int i = 0; i < 100; i++) {
+   * chunks takes long under an emulator, and the counters move only when
+   * a batch is done): idle means no progress in three windows in a row */
+  for (int i = 0, quiet = 0; i < 100 && quiet < 3; i++) {
     struct prezero_stats a, b;
     prezero_stats_get(&a);
-    usleep(200000);
+    usleep(300000);
     prezero_stats_get(&b);
     if (a.worker_zeroed_bytes == b.worker_zeroed_bytes && a.worker_populated_bytes == b.worker_populated_bytes &&
         a.released_bytes == b.released_bytes)
-      break;
+      quiet++;
+    else
+      quiet = 0;
   }
   struct rusage r0, r1;
   getrusage(RUSAGE_SELF, &r0);

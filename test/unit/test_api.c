@@ -1,8 +1,10 @@
 /* API conformance: every function of the C allocation API, its edge sizes
  * and error codes, through the prezero_* names (the same code as malloc). */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -311,6 +313,62 @@ static void realloc_grows_medium_blocks_in_place(void **state) {
   for (int i = 0; i < n; i++) prezero_free(held[i]);
 }
 
+/* A block freed by a thread that does not own its page stays in that
+ * thread's cache (xc) and is the thread's next malloc of its size; calloc
+ * from there reads zero; a block reused once goes home when that thread
+ * frees it again (nothing circulates for ever in a foreign thread); the
+ * thread's exit sends what it kept home, where the owner hands it out. */
+struct xc_case {
+  unsigned char *p[3];
+  bool reused, sent_home, zeroed;
+};
+static void *xc_thread(void *arg) {
+  struct xc_case *x = arg;
+  prezero_free(prezero_malloc(64)); /* this thread now has a heap */
+  prezero_free(x->p[0]);
+  unsigned char *q = prezero_malloc(64);
+  x->reused = q == x->p[0];
+  prezero_free(q);
+  unsigned char *r = prezero_malloc(64);
+  x->sent_home = r != x->p[0];
+  prezero_free(r);
+  prezero_free(x->p[1]);
+  unsigned char *c = prezero_calloc(1, 64);
+  x->zeroed = c == x->p[1];
+  for (int i = 0; i < 64; i++)
+    if (c[i]) x->zeroed = false;
+  prezero_free(c);
+  prezero_free(x->p[2]); /* kept until the thread exits */
+  return NULL;
+}
+static void blocks_freed_by_another_thread_are_reused_there(void **state) {
+  (void)state;
+  struct xc_case x;
+  memset(&x, 0, sizeof x);
+  for (int i = 0; i < 3; i++) {
+    x.p[i] = prezero_malloc(64);
+    memset(x.p[i], 0xab, 64);
+  }
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, xc_thread, &x), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_true(x.reused);
+  assert_true(x.sent_home);
+  assert_true(x.zeroed);
+  enum { N = 8192 };
+  void **got = calloc(N, sizeof *got);
+  assert_non_null(got);
+  int seen = 0, n = 0;
+  while (n < N && seen < 3) {
+    got[n] = prezero_malloc(64);
+    for (int i = 0; i < 3; i++) seen += got[n] == x.p[i];
+    n++;
+  }
+  assert_int_equal(seen, 3); /* all three came home */
+  for (int i = 0; i < n; i++) prezero_free(got[i]);
+  free(got);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       /* first: its chunks must be fresh (faulted as 4 KiB pages), not ones
@@ -327,6 +385,7 @@ int main(void) {
       cmocka_unit_test(free_sized_accepts_matching_sizes),
       cmocka_unit_test(stats_count_and_calloc_skips_memset_on_fresh_memory),
       cmocka_unit_test(realloc_grows_medium_blocks_in_place),
+      cmocka_unit_test(blocks_freed_by_another_thread_are_reused_there),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,6 +112,45 @@ static void do_double_free_cross_thread(char *t) {
   prezero_free(p); /* the owner frees what another thread already freed */
 }
 
+/* A thread that has a heap keeps blocks of other heaps it frees in its own
+ * cache (xc) for reuse; a second free of such a block, by the owner or by
+ * the caching thread, must still abort. The caching thread stays alive (its
+ * exit would send the block home). */
+static int hold_pipe[2];
+static void *free_and_hold(void *p) {
+  prezero_free(prezero_malloc(64)); /* this thread now has a heap */
+  prezero_free(p);
+  char c = 0;
+  if (write(hold_pipe[1], &c, 1) != 1) _exit(5);
+  pause();
+  return NULL;
+}
+static void *free_twice(void *p) {
+  prezero_free(prezero_malloc(64));
+  prezero_free(p);
+  prezero_free(p);
+  return NULL;
+}
+static void do_double_free_cached_owner(char *t) {
+  (void)t;
+  void *p = prezero_malloc(64);
+  report_ptr(p);
+  if (pipe(hold_pipe) != 0) _exit(6);
+  pthread_t th;
+  pthread_create(&th, NULL, free_and_hold, p);
+  char c;
+  if (read(hold_pipe[0], &c, 1) != 1) _exit(7);
+  prezero_free(p); /* the owner frees it while it sits in th's cache */
+}
+static void do_double_free_cached_twice(char *t) {
+  (void)t;
+  void *p = prezero_malloc(64);
+  report_ptr(p);
+  pthread_t th;
+  pthread_create(&th, NULL, free_twice, p);
+  pthread_join(th, NULL);
+}
+
 /* Overwrites of a free block's link word (use after free, overflow from the
  * block before): the allocator must abort naming the block instead of
  * handing out the forged address. A child that gets the forged address
@@ -227,6 +266,8 @@ ABORT_TEST(interior_pointer_large, do_interior_free_large, "invalid pointer")
 ABORT_TEST(stack_pointer, do_stack_free, "not allocated by prezero")
 ABORT_TEST(foreign_pointer, do_foreign_free, "not allocated by prezero")
 ABORT_TEST(realloc_of_freed, do_realloc_freed, "realloc()")
+ABORT_TEST(double_free_cached_owner, do_double_free_cached_owner, "double free")
+ABORT_TEST(double_free_cached_twice, do_double_free_cached_twice, "double free")
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -237,7 +278,8 @@ int main(void) {
       cmocka_unit_test(uaf_link_stack),         cmocka_unit_test(uaf_link_sibling),
       cmocka_unit_test(uaf_link_zeroed),        cmocka_unit_test(overflow_into_free),
       cmocka_unit_test(uaf_link_remote),        cmocka_unit_test(uaf_link_remote_trim),
-      cmocka_unit_test(links_encoded),
+      cmocka_unit_test(links_encoded),          cmocka_unit_test(double_free_cached_owner),
+      cmocka_unit_test(double_free_cached_twice),
 #if PZ_DEBUG
       cmocka_unit_test(write_after_free),
 #endif
