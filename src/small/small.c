@@ -89,6 +89,19 @@ static void queue_push(pz_heap *h, pz_page *pg) {
   *head = pg;
 }
 
+/* Second in its class queue (the front when the queue is empty). */
+static void queue_insert_second(pz_heap *h, pz_page *pg) {
+  pz_page *front = h->pages[pg->cls];
+  if (front == &empty_page) {
+    queue_push(h, pg);
+    return;
+  }
+  pg->prev = front;
+  pg->next = front->next;
+  if (front->next) front->next->prev = pg;
+  front->next = pg;
+}
+
 /* ------------------------------------------------------------ chunks/spans */
 
 static pz_chunk *chunk_new(pz_heap *h, bool want_zero) {
@@ -315,7 +328,16 @@ static bool page_to_full(pz_heap *h, pz_page *pg) {
   return true;
 }
 
-static void page_unfull(pz_heap *h, pz_page *pg) {
+/* A full page got blocks back: into its class queue again. A page of many
+ * blocks that got one back from its owner (`second`) goes after the front
+ * page, which goes on serving: it is used when that one runs out, by which
+ * time it may have got more (at the front, each such free would cost the
+ * next malloc a slow path for one block; measured: larson 0.41 -> 0.35 s).
+ * Others go to the front: blocks freed by other threads come in batches,
+ * and a page of a few big blocks gains much from one; using them first
+ * keeps a fresh page from being extended meanwhile (measured: peak RSS
+ * otherwise 1.7 MiB higher in xmalloc, 1-2 MiB in mstress). */
+static void page_unfull(pz_heap *h, pz_page *pg, bool second) {
   if (pg->cls == PZ_NCLASSES) { /* a medium block, freed remotely: retire it */
     for (;;) {
       page_collect(pg);
@@ -334,7 +356,8 @@ static void page_unfull(pz_heap *h, pz_page *pg) {
   }
   queue_remove(h, pg);
   pg->in_full = 0;
-  queue_push(h, pg);
+  if (second) queue_insert_second(h, pg);
+  else queue_push(h, pg);
 }
 
 static void drain_delayed(pz_heap *h) {
@@ -342,7 +365,7 @@ static void drain_delayed(pz_heap *h) {
   while (d) {
     pz_page *next = d->delayed_next;
     atomic_store_explicit(&d->delayed_pending, 0, memory_order_release);
-    if (d->in_full) page_unfull(h, d);
+    if (d->in_full) page_unfull(h, d, false);
     d = next;
   }
 }
@@ -572,7 +595,7 @@ void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
     if (pg->in_full || h->pages[pg->cls] != pg) page_retire(h, pg);
     return;
   case PZ_FREE_UNFULL:
-    page_unfull(h, pg);
+    page_unfull(h, pg, pg->reserved >= 64);
     return;
   }
   if (h == &pz_heap_empty) { /* a thread that never allocated */

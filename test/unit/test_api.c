@@ -369,6 +369,41 @@ static void blocks_freed_by_another_thread_are_reused_there(void **state) {
   free(got);
 }
 
+/* A full page that gets one block back from its owner: a page of many
+ * blocks waits behind the front page (the next malloc does not take the
+ * slow path for that one block); a page of a few big blocks goes to the
+ * front and hands the block out next. */
+static void a_full_page_that_gets_one_block_back(void **state) {
+  (void)state;
+  static const struct { size_t size; int n; bool waits; } cases[] = {{256, 1000, true}, {4096, 72, false}};
+  for (int c = 0; c < 2; c++) {
+    void *b[1000];
+    int n = cases[c].n;
+    for (int i = 0; i < n; i++) assert_non_null(b[i] = prezero_malloc(cases[c].size));
+    pz_page *front = pz_small_page_of(pz_chunk_of(b[n - 1]), b[n - 1]);
+    int x = -1;
+    for (int i = 0; i < n && x < 0; i++) {
+      pz_page *pg = pz_small_page_of(pz_chunk_of(b[i]), b[i]);
+      if (pg != front && pg->in_full && pg->used == pg->reserved) x = i;
+    }
+    assert_true(x >= 0);
+    pz_page *pg = pz_small_page_of(pz_chunk_of(b[x]), b[x]);
+    if (cases[c].waits) assert_true(front->free || front->capacity < front->reserved); /* it has blocks */
+    prezero_free(b[x]);
+    assert_false(pg->in_full);
+    void *q = prezero_malloc(cases[c].size);
+    if (cases[c].waits) {
+      assert_ptr_not_equal(q, b[x]);
+      assert_ptr_equal(pz_small_page_of(pz_chunk_of(q), q), front);
+      assert_ptr_equal(front->next, pg); /* second */
+    } else {
+      assert_ptr_equal(q, b[x]);
+    }
+    b[x] = q;
+    for (int i = 0; i < n; i++) prezero_free(b[i]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       /* first: its chunks must be fresh (faulted as 4 KiB pages), not ones
@@ -386,6 +421,7 @@ int main(void) {
       cmocka_unit_test(stats_count_and_calloc_skips_memset_on_fresh_memory),
       cmocka_unit_test(realloc_grows_medium_blocks_in_place),
       cmocka_unit_test(blocks_freed_by_another_thread_are_reused_there),
+      cmocka_unit_test(a_full_page_that_gets_one_block_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
