@@ -450,9 +450,10 @@ struct pz_plan_in {
  * to the low one, within the headroom. */
 PZ_HIDDEN struct pz_plan pz_worker_plan(const struct pz_plan_in *in);
 /* Tests only: called by a worker right after it claimed chunks (they are
- * BUSY), so a test can hold it there and race allocations, fork and trim
- * against it. NULL in programs. */
-enum { PZ_HOOK_WORKER_CLAIMED = 1 };
+ * BUSY), and by a remote free that took a notice (FREEING is up), so a
+ * test can hold it there and race allocations, fork and trim against it.
+ * NULL in programs. */
+enum { PZ_HOOK_WORKER_CLAIMED = 1, PZ_HOOK_NOTICE_TAKEN = 2 /* free_remote: FREEING up */ };
 PZ_HIDDEN extern void (*volatile pz_test_hook)(int where);
 /* Start the node's workers if not running. False when none could start. */
 PZ_HIDDEN bool pz_workers_start(unsigned node);
@@ -545,9 +546,10 @@ struct pz_heap_stats {
  * key) and handed out again by this thread's next malloc of the class,
  * while their lines are still in this core's cache; neither side does an
  * atomic operation (measured: mstress, where most frees are remote, 0.62 ->
- * 0.49 s). They still count as used in their pages. A class keeps at most
- * PZ_XC_BYTES (and PZ_XC_MAX blocks); when it is full its older half goes
- * home. A block is reused from xc once: malloc notes it in xc_lent (hashed,
+ * 0.49 s). They still count as used in their pages, so a thread that goes
+ * idle pins their pages until it exits: a heap keeps at most PZ_XC_TOTAL
+ * blocks, a class at most PZ_XC_BYTES (and PZ_XC_MAX blocks); when a class
+ * is full its older half goes home, when the heap is, all of xc. A block is reused from xc once: malloc notes it in xc_lent (hashed,
  * may forget), and its next free by this thread sends it home. Otherwise
  * blocks a thread inherited would circulate there for ever, interleaved
  * with the owner's blocks in the owner's pages (measured: larson, whose
@@ -555,6 +557,7 @@ struct pz_heap_stats {
 #define PZ_XC_CLASSES 32 /* classes up to 8 KiB */
 #define PZ_XC_MAX 32
 #define PZ_XC_BYTES 8192
+#define PZ_XC_TOTAL 64 /* blocks in all classes: what an idle thread pins */
 #define PZ_XC_LENT_BITS 8
 static inline unsigned pz_xc_hash(const void *b) {
   return (unsigned)(((uintptr_t)b >> 4) * 0x9e3779b97f4a7c15u >> (64 - PZ_XC_LENT_BITS));
@@ -573,6 +576,7 @@ typedef struct pz_heap {
   struct pz_heap *next_all;      /* all heaps; guarded by pz_heaps_lock */
   struct pz_heap *next_abandoned;
   pz_block *xc[PZ_XC_CLASSES][PZ_XC_MAX]; /* remotely owned blocks freed here */
+  unsigned xc_total;              /* blocks in all of xc */
   uintptr_t xc_lent[1 << PZ_XC_LENT_BITS]; /* blocks malloc took from xc */
 } pz_heap;
 

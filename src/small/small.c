@@ -30,6 +30,7 @@
  */
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 #include "internal.h"
@@ -510,6 +511,14 @@ static bool xfree_push(pz_page *pg, pz_block *b, uintptr_t *old) {
                                                memory_order_relaxed);
 }
 
+/* Notices being delivered (FREEING up, block not landed yet). fork waits
+ * for none to be in flight: a child must not inherit a FREEING bit whose
+ * freer it does not have (every later free into that page would wait for
+ * it for ever). Both counters are touched only on the notice path: once
+ * per full page that gets a remote free. */
+static _Atomic unsigned notices_in_flight;
+static _Atomic bool forking;
+
 static PZ_NOINLINE void free_remote(pz_page *pg, pz_block *b) {
   uintptr_t old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
   for (;;) {
@@ -524,9 +533,19 @@ static PZ_NOINLINE void free_remote(pz_page *pg, pz_block *b) {
     }
     /* the owner wants a notice: take it (exclusively), deliver it, then land
      * the block, which clears FREEING (nobody sets DELAYED while it is up) */
-    if (!atomic_compare_exchange_weak_explicit(&pg->xfree, &old, (old & ~PZ_XF_DELAYED) | PZ_XF_FREEING,
-                                               memory_order_acq_rel, memory_order_relaxed))
+    atomic_fetch_add(&notices_in_flight, 1); /* seq_cst: pairs with pz_heaps_prefork */
+    if (atomic_load(&forking)) {
+      atomic_fetch_sub(&notices_in_flight, 1);
+      while (atomic_load(&forking)) sched_yield();
+      old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
       continue;
+    }
+    if (!atomic_compare_exchange_weak_explicit(&pg->xfree, &old, (old & ~PZ_XF_DELAYED) | PZ_XF_FREEING,
+                                               memory_order_acq_rel, memory_order_relaxed)) {
+      atomic_fetch_sub(&notices_in_flight, 1);
+      continue;
+    }
+    if (PZ_UNLIKELY(pz_test_hook != NULL)) pz_test_hook(PZ_HOOK_NOTICE_TAKEN);
     pz_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
     atomic_store_explicit(&pg->delayed_pending, 1, memory_order_release);
     pz_page *top = atomic_load_explicit(&owner->delayed, memory_order_relaxed);
@@ -536,6 +555,7 @@ static PZ_NOINLINE void free_remote(pz_page *pg, pz_block *b) {
     old = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
     while (!xfree_push(pg, b, &old)) {
     }
+    atomic_fetch_sub_explicit(&notices_in_flight, 1, memory_order_release);
     break;
   }
 }
@@ -545,8 +565,11 @@ static void xc_send_home(pz_block *x) {
   free_remote(pz_small_page_of(pz_chunk_of(x), x), x);
 }
 
+static void xc_flush(pz_heap *h);
+
 /* Keep b (whose page another heap owns) in h's xc; when the class is full,
- * its older half goes home first. */
+ * its older half goes home first, and when the heap keeps PZ_XC_TOTAL
+ * blocks, all of them do. */
 static void xc_push(pz_heap *h, unsigned cls, pz_block *b) {
   unsigned n = h->xc_n[cls];
   pz_block **xc = h->xc[cls];
@@ -555,14 +578,20 @@ static void xc_push(pz_heap *h, unsigned cls, pz_block *b) {
     for (unsigned i = 0; i < k; i++) xc_send_home(xc[i]);
     memmove(xc, xc + k, (n - k) * sizeof *xc);
     n -= k;
+    h->xc_total -= k;
+  } else if (h->xc_total == PZ_XC_TOTAL) {
+    xc_flush(h);
+    n = 0;
   }
   b->key = pz_xc_key;
   xc[n] = b;
   h->xc_n[cls] = (uint8_t)(n + 1);
+  h->xc_total++;
 }
 
 void *pz_small_alloc_xc(pz_heap *h, unsigned cls, bool zero) {
   pz_block *b = h->xc[cls][--h->xc_n[cls]];
+  h->xc_total--;
   h->xc_lent[pz_xc_hash(b)] = (uintptr_t)b;
   size_t bs = pz_class_size[cls];
   if (PZ_DEBUG) pz_debug_check_poison(b, bs);
@@ -582,6 +611,7 @@ static void xc_flush(pz_heap *h) {
     for (unsigned i = 0; i < h->xc_n[cls]; i++) xc_send_home(h->xc[cls][i]);
     h->xc_n[cls] = 0;
   }
+  h->xc_total = 0;
 }
 
 void pz_small_free_invalid(const void *p) {
@@ -752,9 +782,15 @@ void pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_
   pthread_mutex_unlock(&heaps_lock);
 }
 
-void pz_heaps_prefork(void) { pthread_mutex_lock(&heaps_lock); }
+void pz_heaps_prefork(void) {
+  pthread_mutex_lock(&heaps_lock);
+  atomic_store(&forking, true); /* no new notice from here; the ones under way land */
+  while (atomic_load(&notices_in_flight)) sched_yield();
+}
 
 void pz_heaps_postfork(bool child) {
+  atomic_store(&notices_in_flight, 0);
+  atomic_store(&forking, false);
   if (!child) {
     pthread_mutex_unlock(&heaps_lock);
     return;

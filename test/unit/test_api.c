@@ -377,10 +377,15 @@ static void a_full_page_that_gets_one_block_back(void **state) {
   (void)state;
   static const struct { size_t size; int n; bool waits; } cases[] = {{256, 1000, true}, {4096, 72, false}};
   for (int c = 0; c < 2; c++) {
-    void *b[1000];
+    void *b[1100];
     int n = cases[c].n;
     for (int i = 0; i < n; i++) assert_non_null(b[i] = prezero_malloc(cases[c].size));
     pz_page *front = pz_small_page_of(pz_chunk_of(b[n - 1]), b[n - 1]);
+    while (cases[c].waits && !front->free && front->capacity == front->reserved && n < 1100) {
+      assert_non_null(b[n] = prezero_malloc(cases[c].size)); /* the front page must have blocks */
+      front = pz_small_page_of(pz_chunk_of(b[n]), b[n]);
+      n++;
+    }
     int x = -1;
     for (int i = 0; i < n && x < 0; i++) {
       pz_page *pg = pz_small_page_of(pz_chunk_of(b[i]), b[i]);

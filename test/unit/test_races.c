@@ -2,7 +2,9 @@
  * that holds a worker right after it claimed chunks (BUSY): an allocation
  * that needs them takes them over (TAKEN) and gets them zero; fork while a
  * worker holds chunks leaves the child able to allocate them; trim skips
- * them and returns them once the worker is done. */
+ * them and returns them once the worker is done. The same hook holds a
+ * remote free that is delivering a notice, to fork beside it. */
+#include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,7 +24,15 @@
 static sem_t claimed, go;
 static _Atomic int hold; /* hold the next claim */
 
+static sem_t noticed;
+static _Atomic int slow_notice; /* the next remote-free notice dawdles */
+
 static void hook(int where) {
+  if (where == PZ_HOOK_NOTICE_TAKEN && atomic_exchange(&slow_notice, 0)) {
+    sem_post(&noticed);
+    usleep(200000); /* FREEING is up meanwhile */
+    return;
+  }
   if (where != PZ_HOOK_WORKER_CLAIMED || !atomic_exchange(&hold, 0)) return;
   sem_post(&claimed);
   sem_wait(&go);
@@ -62,6 +72,7 @@ static int setup(void **state) {
   pz_os_pin_node(0);
   sem_init(&claimed, 0, 0);
   sem_init(&go, 0, 0);
+  sem_init(&noticed, 0, 0);
   pz_ensure_init();
   pz_test_hook = hook;
   return 0;
@@ -197,6 +208,45 @@ static void fork_while_worker_holds_chunks(void **state) {
   pz_chunk_trim(0);
 }
 
+/* fork while another thread delivers a remote-free notice (FREEING up on a
+ * full page, its block not landed yet): fork waits for it to land, so the
+ * child can free into that page (it used to spin there for ever). */
+static void *alloc_page_full(void *arg) { /* its heap owns the page, then is abandoned */
+  void **b = arg;
+  for (int i = 0; i < 40; i++) b[i] = pz_malloc(4096);
+  return NULL;
+}
+static void *free_one(void *p) {
+  pz_free(p); /* this thread has no heap: straight to the page, with the notice */
+  return NULL;
+}
+static void fork_while_a_remote_free_delivers_a_notice(void **state) {
+  (void)state;
+  void *b[40];
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, alloc_page_full, b), 0);
+  pthread_join(t, NULL);
+  pz_page *pg = pz_small_page_of(pz_chunk_of(b[0]), b[0]);
+  assert_true(pg->in_full);
+  assert_true(atomic_load(&pg->xfree) & PZ_XF_DELAYED);
+  atomic_store(&slow_notice, 1);
+  assert_int_equal(pthread_create(&t, NULL, free_one, b[0]), 0);
+  assert_int_equal(sem_wait(&noticed), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    alarm(10); /* a hang is the failure */
+    pz_free(b[1]);
+    _exit(0);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  pthread_join(t, NULL);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  for (int i = 1; i < 40; i++) pz_free(b[i]);
+}
+
 static void trim_skips_busy_chunks(void **state) {
   (void)state;
   worker_holds_dirty(16);
@@ -216,6 +266,7 @@ int main(void) {
       cmocka_unit_test(allocation_steals_chunks_being_prefaulted),
       cmocka_unit_test(fork_while_worker_holds_chunks),
       cmocka_unit_test(trim_skips_busy_chunks),
+      cmocka_unit_test(fork_while_a_remote_free_delivers_a_notice),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
