@@ -549,8 +549,9 @@ struct pz_heap_stats {
  * 0.49 s). They still count as used in their pages, so a thread that goes
  * idle pins their pages until it exits: a heap keeps at most PZ_XC_TOTAL
  * blocks, a class at most PZ_XC_BYTES (and PZ_XC_MAX blocks); when a class
- * is full its older half goes home, when the heap is, all of xc. A block is reused from xc once: malloc notes it in xc_lent (hashed,
- * may forget), and its next free by this thread sends it home. Otherwise
+ * is full its older half goes home, when the heap is, all of xc.
+ * A block is reused from xc once: malloc notes it in xc_lent (hashed, may
+ * forget), and its next free by this thread sends it home. Otherwise
  * blocks a thread inherited would circulate there for ever, interleaved
  * with the owner's blocks in the owner's pages (measured: larson, whose
  * threads hand their blocks to a successor, 10-50% slower that way). */
@@ -663,6 +664,24 @@ PZ_HIDDEN void pz_heaps_stats(struct pz_heap_stats *sum, size_t *small_used_byte
                               size_t *small_pages_bytes, size_t *nheaps);
 PZ_HIDDEN int pz_small_init(void);
 
+/* A block leaves a free list for the program: malloc clears its free key,
+ * calloc the block (one word when the rest is known zero). */
+static PZ_INLINE void *pz_block_hand_out(pz_heap *h, pz_block *b, size_t bs, bool zero, bool known_zero) {
+  h->stats.malloc_calls++;
+  if (zero) {
+    if (known_zero) {
+      b->link = 0;
+      h->stats.calloc_skipped_bytes += bs;
+    } else {
+      __builtin_memset(b, 0, bs);
+      h->stats.calloc_zeroed_bytes += bs;
+    }
+  } else {
+    b->key = 0;
+  }
+  return b;
+}
+
 static PZ_INLINE void *pz_small_alloc(size_t size, bool zero) {
   pz_heap *h = pz_tls_heap;
   unsigned cls = pz_size_class(size);
@@ -674,20 +693,7 @@ static PZ_INLINE void *pz_small_alloc(size_t size, bool zero) {
     if (PZ_DEBUG && !pg->free_is_zero) pz_debug_check_poison(b, pz_class_size[pg->cls]);
     pg->free = pz_link_next(pg, b);
     pg->used++;
-    h->stats.malloc_calls++;
-    if (zero) {
-      size_t bs = pz_class_size[pg->cls];
-      if (pg->free_is_zero) {
-        b->link = 0; /* the rest of the block is still zero */
-        h->stats.calloc_skipped_bytes += bs;
-      } else {
-        __builtin_memset(b, 0, bs);
-        h->stats.calloc_zeroed_bytes += bs;
-      }
-    } else {
-      b->key = 0;
-    }
-    return b;
+    return pz_block_hand_out(h, b, pz_class_size[cls], zero, pg->free_is_zero);
   }
   return pz_small_alloc_slow(h, size, zero);
 }

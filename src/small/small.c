@@ -377,14 +377,7 @@ static inline void *page_pop(pz_heap *h, pz_page *pg, bool zero) {
   if (PZ_DEBUG && !pg->free_is_zero) pz_debug_check_poison(b, pg->block_size);
   pg->free = pz_link_next(pg, b);
   pg->used++;
-  h->stats.malloc_calls++;
-  if (zero) {
-    if (pg->free_is_zero) b->link = 0;
-    else memset(b, 0, pg->block_size);
-  } else {
-    b->key = 0;
-  }
-  return b;
+  return pz_block_hand_out(h, b, pg->block_size, zero, pg->free_is_zero);
 }
 
 static void *alloc_class(pz_heap *h, unsigned cls, bool zero) {
@@ -463,9 +456,8 @@ void *pz_small_alloc_aligned(size_t size, size_t align, bool zero) {
  * builders peaked at ~136 MiB growing by copies, against glibc's ~101). */
 bool pz_small_grow_medium(pz_page *pg, size_t size) {
   pz_heap *h = pz_tls_heap;
-  if (pg->cls != PZ_NCLASSES || atomic_load_explicit(&pg->heap, memory_order_relaxed) != h ||
-      h == &pz_heap_empty)
-    return false;
+  if (pg->cls != PZ_NCLASSES || atomic_load_explicit(&pg->heap, memory_order_relaxed) != h)
+    return false; /* (pz_heap_empty owns no page) */
   pz_chunk *c = pz_chunk_of(pg->start);
   unsigned start = (unsigned)((pg->start - (char *)c) >> PZ_SLICE_SHIFT), old = pg->nslices;
   unsigned n = (unsigned)((size + PZ_SLICE_SIZE - 1) >> PZ_SLICE_SHIFT);
@@ -560,10 +552,12 @@ static PZ_NOINLINE void free_remote(pz_page *pg, pz_block *b) {
   }
 }
 
-static void xc_send_home(pz_block *x) {
-  x->key = pz_free_key;
-  free_remote(pz_small_page_of(pz_chunk_of(x), x), x);
+/* b goes to its page's remote-free stack, marked free. */
+static void free_home(pz_page *pg, pz_block *b) {
+  b->key = pz_free_key;
+  free_remote(pg, b);
 }
+static void xc_send_home(pz_block *x) { free_home(pz_small_page_of(pz_chunk_of(x), x), x); }
 
 static void xc_flush(pz_heap *h);
 
@@ -593,16 +587,8 @@ void *pz_small_alloc_xc(pz_heap *h, unsigned cls, bool zero) {
   pz_block *b = h->xc[cls][--h->xc_n[cls]];
   h->xc_total--;
   h->xc_lent[pz_xc_hash(b)] = (uintptr_t)b;
-  size_t bs = pz_class_size[cls];
-  if (PZ_DEBUG) pz_debug_check_poison(b, bs);
-  h->stats.malloc_calls++;
-  if (zero) {
-    memset(b, 0, bs);
-    h->stats.calloc_zeroed_bytes += bs;
-  } else {
-    b->key = 0;
-  }
-  return b;
+  if (PZ_DEBUG) pz_debug_check_poison(b, pz_class_size[cls]);
+  return pz_block_hand_out(h, b, pz_class_size[cls], zero, false);
 }
 
 /* Every block in h's xc goes home. */
@@ -628,21 +614,17 @@ void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
     page_unfull(h, pg, pg->reserved >= 64);
     return;
   }
-  if (h == &pz_heap_empty) { /* a thread that never allocated */
-    b->key = pz_free_key;
-    free_remote(pg, b);
-    return;
+  if (h != &pz_heap_empty) { /* a thread that never allocated has no xc */
+    h->stats.remote_frees++;
+    unsigned hb = pz_xc_hash(b);
+    if (h->xc_lent[hb] == (uintptr_t)b) { /* it came from xc: once is enough, it goes home */
+      h->xc_lent[hb] = 0;
+    } else if (pg->cls < PZ_XC_CLASSES) {
+      xc_push(h, pg->cls, b);
+      return;
+    }
   }
-  h->stats.remote_frees++;
-  unsigned hb = pz_xc_hash(b);
-  if (h->xc_lent[hb] == (uintptr_t)b) { /* it came from xc: once is enough, it goes home */
-    h->xc_lent[hb] = 0;
-  } else if (pg->cls < PZ_XC_CLASSES) {
-    xc_push(h, pg->cls, b);
-    return;
-  }
-  b->key = pz_free_key;
-  free_remote(pg, b);
+  free_home(pg, b);
 }
 
 size_t pz_small_usable(const void *p, const pz_chunk *c) {
@@ -789,7 +771,9 @@ void pz_heaps_prefork(void) {
 }
 
 void pz_heaps_postfork(bool child) {
-  atomic_store(&notices_in_flight, 0);
+  /* the parent keeps its count: a freer that backed off may not have
+   * taken itself off it yet; the child has none of them */
+  if (child) atomic_store(&notices_in_flight, 0);
   atomic_store(&forking, false);
   if (!child) {
     pthread_mutex_unlock(&heaps_lock);
