@@ -107,8 +107,10 @@ PZ_HIDDEN int pz_os_hugepage(void *p, size_t len);
 /* Give pages back to the kernel; they read as zero afterwards. */
 PZ_HIDDEN int pz_os_discard(void *p, size_t len);
 /* Move pages [old, old+old_len) to new_addr (already ours) and grow to
- * new_len. Returns errno. */
+ * new_len. Returns errno. On failure new_addr may have been unmapped (6.1
+ * unmaps before it checks): ask pz_os_one_mapping(old) first. */
 PZ_HIDDEN int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len);
+PZ_HIDDEN bool pz_os_one_mapping(void *p, size_t len);
 /* Re-map a fresh zero range over [p, p+len) (MAP_FIXED). Returns errno. */
 PZ_HIDDEN int pz_os_remap_fresh(void *p, size_t len);
 /* Read a small file (/proc, /sys) into buf without allocating. Returns
@@ -399,9 +401,13 @@ PZ_HIDDEN void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_ki
                                bool *zero_out, size_t *zeroed_out);
 PZ_HIDDEN void pz_chunk_free(void *base);         /* whole run, by head */
 PZ_HIDDEN extern _Atomic size_t pz_small_used_slices; /* kept by small.c: spans in use */
-/* Move the pages of run `from` into run `to` (just allocated, longer) with
- * mremap: no copy. `from` is freed, its address range fresh again. */
-PZ_HIDDEN bool pz_chunk_move(void *from, void *to);
+/* Move the pages of run `from` into the head of run `to` (just allocated,
+ * longer) with mremap: no copy. PZ_MOVED: `from` is freed, its address
+ * range fresh again. PZ_MOVE_NO: nothing moved, copy instead. PZ_MOVE_LOST:
+ * nothing moved and `to` can no longer be used (its head is gone, its tail
+ * freed): copy into another run. */
+enum { PZ_MOVED, PZ_MOVE_NO, PZ_MOVE_LOST };
+PZ_HIDDEN int pz_chunk_move(void *from, void *to);
 PZ_HIDDEN size_t pz_chunk_run_len(const void *base); /* chunks in run */
 /* Shrink a run in place to n chunks (tail chunks become DIRTY). */
 PZ_HIDDEN void pz_chunk_shrink(void *base, size_t n);

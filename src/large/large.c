@@ -56,11 +56,17 @@ void *pz_large_realloc(void *p, size_t size) {
   }
   void *q = pz_large_alloc(size, 0, false);
   if (!q) return NULL;
-  if ((old << PZ_CHUNK_SHIFT) >= (size_t)pz_opt(PZ_OPT_MREMAP_THRESHOLD) && pz_chunk_move(p, q)) {
+  bool big = (old << PZ_CHUNK_SHIFT) >= (size_t)pz_opt(PZ_OPT_MREMAP_THRESHOLD);
+  int moved = big ? pz_chunk_move(p, q) : PZ_MOVE_NO;
+  if (moved == PZ_MOVED) {
     atomic_fetch_add_explicit(&pz_gstats.realloc_moved_pages, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&pz_gstats.large_bytes_live, old << PZ_CHUNK_SHIFT, memory_order_relaxed);
     atomic_fetch_add_explicit(&pz_gstats.large_frees, 1, memory_order_relaxed);
     return q;
+  }
+  if (moved == PZ_MOVE_LOST) { /* q's head is gone (see pz_chunk_move): another run */
+    atomic_fetch_sub_explicit(&pz_gstats.large_bytes_live, n << PZ_CHUNK_SHIFT, memory_order_relaxed);
+    if (!(q = pz_large_alloc(size, 0, false))) return NULL;
   }
   memcpy(q, p, old << PZ_CHUNK_SHIFT);
   pz_large_free(p);

@@ -71,6 +71,22 @@ int pz_os_discard(void *p, size_t len) {
   return KEEP_ERRNO(pz_os.madvise(p, len, MADV_DONTNEED) != 0);
 }
 
+/* Whether [p, p+len) lies in one mapping, so that mremap can move it. A
+ * grow in place by a page without MREMAP_MAYMOVE answers without changing
+ * anything: EFAULT when the range spans mappings, ENOMEM when the mapping
+ * would have to move. Where the page after it happens to be free it grows;
+ * that page is unmapped again. Asked before every move, because a kernel
+ * before 6.x unmaps an MREMAP_FIXED destination before it checks the
+ * source (measured on 6.1: the destination is gone after an EFAULT). */
+bool pz_os_one_mapping(void *p, size_t len) {
+  int saved = errno;
+  void *r = pz_os.mremap(p, len, len + PZ_PAGE_SIZE, 0, NULL);
+  int e = errno;
+  if (r != MAP_FAILED) pz_os.munmap((char *)p + len, PZ_PAGE_SIZE);
+  errno = saved;
+  return r != MAP_FAILED || e == ENOMEM;
+}
+
 int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len) {
   return KEEP_ERRNO(pz_os.mremap(old, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED,
                                  new_addr) == MAP_FAILED);

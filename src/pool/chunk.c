@@ -598,36 +598,84 @@ void pz_chunk_free(void *base) {
   free_range(r, i, 0, i, r->runlen[i]);
 }
 
-bool pz_chunk_move(void *from, void *to) {
+/* mremap [src, src+len) onto dst (as long; ours). PZ_MOVED; PZ_MOVE_NO or
+ * MOVE_SPLIT: nothing moved, dst whole (maybe fresh); PZ_MOVE_LOST:
+ * nothing moved and dst is not ours any more. A 6.1 kernel unmaps the destination before it
+ * checks the source (measured): so the source is asked first whether it is
+ * one mapping, and a hole left by a failed move is filled again; a mapping
+ * found there is ours on a kernel that checks first, someone else's on 6.1
+ * (mapped into the hole meanwhile): never touched again either way. */
+enum { MOVE_SPLIT = -1 }; /* nothing moved: src spans mappings */
+static int move_pages(char *src, char *dst, size_t len, struct pz_region *q, size_t j) {
+  if (!pz_os_one_mapping(src, len)) return MOVE_SPLIT;
+  if (pz_os_move(src, len, dst, len) == 0) return PZ_MOVED;
+  if (pz_os_remap_fresh(dst, len) != 0) return PZ_MOVE_LOST;
+  advise(dst, len);
+  pz_os_bind_node(dst, len, q->node);
+  for (size_t k = 0; k < len >> PZ_CHUNK_SHIFT; k++) q->nohuge[j + k] = 0;
+  return PZ_MOVE_NO;
+}
+
+int pz_chunk_move(void *from, void *to) {
   size_t i, j;
   struct pz_region *r = region_of(from, &i), *q = region_of(to, &j);
-  size_t n = r->runlen[i], m = q->runlen[j];
-  if (pz_os_move(from, n << PZ_CHUNK_SHIFT, to, m << PZ_CHUNK_SHIFT) != 0) return false;
-  /* `from` is a hole now: map fresh zero memory back so the region stays whole */
-  if (pz_os_remap_fresh(from, n << PZ_CHUNK_SHIFT) != 0) {
+  size_t n = r->runlen[i], m = q->runlen[j], moved = 0, lost = 0;
+  char *src = from, *dst = to;
+  /* to the same length: the rest of `to` keeps its own (maybe ready) pages.
+   * The whole run at once, else chunk by chunk: the pool's moves and refills
+   * leave mappings that do not merge, and a run may span several. */
+  int res = move_pages(src, dst, n << PZ_CHUNK_SHIFT, q, j);
+  if (res == PZ_MOVED) moved = n;
+  else if (res == PZ_MOVE_LOST) lost = n;
+  else if (res == MOVE_SPLIT)
+    for (; moved < n; moved++) {
+      size_t off = moved << PZ_CHUNK_SHIFT;
+      if ((res = move_pages(src + off, dst + off, PZ_CHUNK_SIZE, q, j + moved)) != PZ_MOVED) break;
+    }
+  if (res == PZ_MOVE_LOST && !lost) lost = 1;
+  if (lost) {
+    /* chunks [moved, moved+lost) of `to` are gone: put what moved back
+     * into `from` (a copy) and give the rest of `to` up */
+    size_t back = moved << PZ_CHUNK_SHIFT;
+    if (moved && pz_os_remap_fresh(src, back) != 0) /* both holes taken: nothing left to stand on */
+      pz_fatal("mremap failed and %p could not be mapped again", from);
+    memcpy(src, dst, back);
+    if (moved) free_range(q, j, 0, j, moved);
+    pz_map_set_range(dst + back, lost, PZ_MK_NONE, 0); /* USED for ever: a stale free is caught */
+    if (moved + lost < m) free_range(q, j, moved ? 0 : lost, j + moved + lost, m - moved - lost);
+    return PZ_MOVE_LOST;
+  }
+  if (!moved) return PZ_MOVE_NO;
+  size_t len = moved << PZ_CHUNK_SHIFT;
+  if (moved < n) memcpy(dst + len, src + len, (n - moved) << PZ_CHUNK_SHIFT);
+  /* mremap took the source's advice along: the destination chunks get
+   * their own back (they hold moved pages now, of whatever size: advised,
+   * backing unknown) */
+  for (size_t k = 0; k < moved; k++)
+    if (q->nohuge[j + k]) q->nohuge[j + k] = PZ_NH_ADVISED;
+  if (thp_on()) apply_advice(q, j, moved);
+  /* the moved part of `from` is a hole now: map fresh zero memory back so
+   * the region stays whole; what was copied is freed as any run is */
+  if (pz_os_remap_fresh(src, len) != 0) {
     /* someone else's mapping may sit there now: the chunks stay USED forever
      * (never handed out again), and the map forgets them, so a stale free
      * of the old pointer is caught */
-    pz_map_set_range(from, n, PZ_MK_NONE, 0);
-    return true;
+    pz_map_set_range(src, moved, PZ_MK_NONE, 0);
+    if (moved < n) free_range(r, i, moved, i + moved, n - moved);
+    return PZ_MOVED;
   }
-  advise(from, n << PZ_CHUNK_SHIFT);
-  pz_os_bind_node(from, n << PZ_CHUNK_SHIFT, r->node);
-  /* mremap took the source's advice along to the whole destination: the
-   * destination chunks get their own back (they hold moved pages now, of
-   * whatever size: advised, backing unknown) */
-  for (size_t k = 0; k < m; k++)
-    if (q->nohuge[j + k]) q->nohuge[j + k] = PZ_NH_ADVISED;
-  if (thp_on()) apply_advice(q, j, m);
+  advise(src, len);
+  pz_os_bind_node(src, len, r->node);
+  if (moved < n) free_range(r, i, moved, i + moved, n - moved);
   struct pz_node_pool *np = &pz_nodes[r->node];
   pthread_mutex_lock(&np->lock);
-  for (size_t k = 0; k < n; k++) r->nohuge[i + k] = 0; /* advise() above: fresh, huge pages */
+  for (size_t k = 0; k < moved; k++) r->nohuge[i + k] = 0; /* advise() above: fresh, huge pages */
   r->runlen[i] = 0;
-  release_range(np, r, i, n);
-  for (size_t k = 0; k < n; k++) transition(np, r, i + k, PZ_CE_DISCARD);
-  np->st.runs_free++;
+  release_range(np, r, i, moved);
+  for (size_t k = 0; k < moved; k++) transition(np, r, i + k, PZ_CE_DISCARD);
+  if (moved == n) np->st.runs_free++;
   pthread_mutex_unlock(&np->lock);
-  return true;
+  return PZ_MOVED;
 }
 
 void pz_chunk_shrink(void *base, size_t n) {
@@ -701,7 +749,9 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   pthread_mutex_unlock(&np->lock);
   char *src = best->base + (best_i << PZ_CHUNK_SHIFT);
   size_t len = best_n << PZ_CHUNK_SHIFT;
-  bool moved = pz_os_move(src, len, dst, dst_len) == 0;
+  /* one flag, but maybe still two mappings (pages moved in, or faulted
+   * under another anon_vma): asked first, as a failed move can take dst */
+  bool moved = pz_os_one_mapping(src, len) && pz_os_move(src, len, dst, dst_len) == 0;
   bool refilled = moved && pz_os_remap_fresh(src, len) == 0;
   if (refilled) {
     advise(src, len);

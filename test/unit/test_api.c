@@ -135,6 +135,38 @@ static void realloc_large_moves_pages_and_keeps_contents(void **state) {
   prezero_free(p);
 }
 
+/* A growth of block [p, p+n) that cannot happen in place: one chunk more
+ * than is free after it. */
+static size_t growth_past_free_chunks(unsigned char *p, size_t n) {
+  size_t grow = 2 << 20;
+  while ((pz_map_get(p + n + grow - (2 << 20)) & 15) == PZ_MK_FREE) grow += 2 << 20;
+  return grow;
+}
+
+/* A program that madvised part of its block split it into mappings that
+ * one mremap cannot move (a 6.1 kernel unmapped the destination trying,
+ * and the copy that followed crashed): it moves chunk by chunk. */
+static void realloc_of_a_block_the_program_split(void **state) {
+  (void)state;
+  size_t n = 16 << 20;
+  unsigned char *p = prezero_malloc(n);
+  for (size_t i = 0; i < n; i += 4096) p[i] = (unsigned char)(i >> 12);
+  assert_int_equal(madvise(p + (4 << 20), 2 << 20, MADV_NOHUGEPAGE), 0);
+  assert_int_equal(madvise(p + (6 << 20), 2 << 20, MADV_DONTFORK), 0);
+  size_t grow = growth_past_free_chunks(p, n);
+  struct prezero_stats before, after;
+  prezero_stats_get(&before);
+  unsigned char *q = prezero_realloc(p, n + grow);
+  prezero_stats_get(&after);
+  assert_non_null(q);
+  assert_ptr_not_equal(q, p);
+  /* moved chunk by chunk: each is one mapping */
+  assert_int_equal(after.realloc_moved, before.realloc_moved + 1);
+  for (size_t i = 0; i < n; i += 4096) assert_int_equal(q[i], (unsigned char)(i >> 12));
+  q[n] = q[n + grow - 1] = 1; /* not all of it: it can be 2 GiB */
+  prezero_free(q);
+}
+
 static void reallocarray_overflow(void **state) {
   (void)state;
   void *p = prezero_malloc(16);
@@ -420,6 +452,7 @@ int main(void) {
       cmocka_unit_test(calloc_overflow_and_zeroing),
       cmocka_unit_test(realloc_semantics),
       cmocka_unit_test(realloc_large_moves_pages_and_keeps_contents),
+      cmocka_unit_test(realloc_of_a_block_the_program_split),
       cmocka_unit_test(reallocarray_overflow),
       cmocka_unit_test(alignment_apis),
       cmocka_unit_test(free_sized_accepts_matching_sizes),

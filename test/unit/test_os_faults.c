@@ -2,6 +2,7 @@
  * falls back, and works again when the OS does. Driven through the
  * injectable OS hook table. This file's first allocation happens with mmap
  * failing, so every layer's "no memory yet" path runs. */
+#define _GNU_SOURCE /* MREMAP_FIXED */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,8 +35,22 @@ static int fake_madvise(void *a, size_t l, int adv) {
   }
   return real.madvise(a, l, adv);
 }
+/* fail_mremap: 1 every call fails; 2 the fail_at-th move to a fixed
+ * address fails as on 6.1, which unmaps the destination first; 3 the same,
+ * and another mapping lands in the hole before prezero can fill it (at
+ * `intruder`) */
+static void *intruder;
+static int fixed_moves, fail_at;
 static void *fake_mremap(void *o, size_t ol, size_t nl, int f, void *na) {
-  if (fail_mremap) {
+  fixed_moves += !!(f & MREMAP_FIXED);
+  if (fail_mremap == 1 || (fail_mremap && (f & MREMAP_FIXED) && fixed_moves == fail_at)) {
+    if (fail_mremap >= 2) {
+      real.munmap(na, nl);
+      if (fail_mremap == 3) {
+        intruder = real.mmap(na, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        memset(intruder, 0x5a, 4096);
+      }
+    }
     errno = EFAULT;
     return MAP_FAILED;
   }
@@ -95,19 +110,72 @@ static void hugepage_refused_falls_back_to_small_pages(void **state) {
   fail_madvise_huge = 0;
 }
 
+/* A growth of block [p, p+n) that cannot happen in place: one chunk more
+ * than is free after it. */
+static size_t growth_past_free_chunks(unsigned char *p, size_t n) {
+  size_t grow = 2 << 20;
+  while ((pz_map_get(p + n + grow - (2 << 20)) & 15) == PZ_MK_FREE) grow += 2 << 20;
+  return grow;
+}
+
 static void mremap_failure_falls_back_to_copy(void **state) {
   (void)state;
   fail_mremap = 1;
   size_t n = 12 << 20;
   unsigned char *p = prezero_malloc(n);
   for (size_t i = 0; i < n; i += 4096) p[i] = (unsigned char)(i >> 12);
-  void *block = prezero_malloc(2 << 20); /* keep p from growing in place */
-  p = prezero_realloc(p, 40 << 20);
+  size_t grow = growth_past_free_chunks(p, n);
+  p = prezero_realloc(p, n + grow);
   assert_non_null(p);
   for (size_t i = 0; i < n; i += 4096) assert_int_equal(p[i], (unsigned char)(i >> 12));
+  p[n] = p[n + grow - 1] = 1; /* not all of it: it can be 2 GiB */
   prezero_free(p);
-  prezero_free(block);
   fail_mremap = 0;
+}
+
+/* A kernel that unmaps the destination of a failed move (6.1): the range
+ * is mapped again and the block copied; when someone else's mapping took
+ * the hole first, prezero never touches it and copies to another run. The
+ * same when a block of two mappings moves chunk by chunk and its second
+ * chunk fails: the first stays moved, or is put back. */
+static void failed_move_that_took_the_destination(void **state) {
+  (void)state;
+  static const struct {
+    int mode, split, fail_at;
+  } cases[] = {{2, 0, 1}, {3, 0, 1}, {2, 1, 2}, {3, 1, 2}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    size_t n = 12 << 20;
+    unsigned char *p = prezero_malloc(n);
+    /* one mapping, so that prezero tries the move (the pool's may be split
+     * where earlier moves and refills were); or two */
+    assert_ptr_equal(real.mmap(p, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0), p);
+    if (cases[c].split) assert_int_equal(real.madvise(p + (4 << 20), 2 << 20, MADV_DONTFORK), 0);
+    assert_true(pz_os_one_mapping(p, n) == !cases[c].split);
+    for (size_t i = 0; i < n; i += 4096) p[i] = (unsigned char)(i >> 12);
+    size_t grow = growth_past_free_chunks(p, n);
+    intruder = NULL;
+    fixed_moves = 0;
+    fail_at = cases[c].fail_at;
+    fail_mremap = cases[c].mode;
+    struct prezero_stats before, after;
+    prezero_stats_get(&before);
+    unsigned char *q = prezero_realloc(p, n + grow);
+    prezero_stats_get(&after);
+    fail_mremap = 0;
+    assert_non_null(q);
+    for (size_t i = 0; i < n; i += 4096) assert_int_equal(q[i], (unsigned char)(i >> 12));
+    q[n] = q[n + grow - 1] = 1; /* not all of it: it can be 2 GiB */
+    assert_int_equal(fixed_moves, cases[c].fail_at);
+    /* the first chunk moved and stayed: a move; else a copy */
+    assert_int_equal(after.realloc_moved - before.realloc_moved, cases[c].split && cases[c].mode == 2);
+    if (cases[c].mode == 3) {
+      assert_non_null(intruder);
+      assert_true((unsigned char *)intruder < q || (unsigned char *)intruder >= q + n + grow);
+      for (size_t i = 0; i < 4096; i++) assert_int_equal(((unsigned char *)intruder)[i], 0x5a);
+      real.munmap(intruder, 4096);
+    }
+    prezero_free(q);
+  }
 }
 
 static void *thread_alloc(void *arg) {
@@ -138,6 +206,7 @@ int main(void) {
       cmocka_unit_test(first_allocation_without_memory_fails_cleanly),
       cmocka_unit_test(hugepage_refused_falls_back_to_small_pages),
       cmocka_unit_test(mremap_failure_falls_back_to_copy),
+      cmocka_unit_test(failed_move_that_took_the_destination),
       cmocka_unit_test(large_request_fails_while_small_ones_work),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

@@ -58,13 +58,15 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 seq=$tmp/run.sh
 {
   echo '#!/bin/sh'
-  echo 'rc=0 ran=0 skipped=0'
+  echo 'rc=0 ran=0 skipped=0 failed='
   echo 'up() { cut -d" " -f1 /proc/uptime; }'
   echo 'run() {'
   echo '  t=$(up); echo "run-vm: >>> $*"'
   echo '  "$@" </dev/null; r=$?'
   echo '  echo "run-vm: <<< exit $r after $(awk -v a="$t" -v b="$(up)" "BEGIN { printf \"%.2f\", b - a }") s: $*"'
   echo '  ran=$((ran + 1)); [ $r -eq 77 ] && skipped=$((skipped + 1))'
+  echo '  [ $r -ne 0 ] && [ $r -ne 77 ] && failed="$failed  exit $r: $*
+"'
   echo '  [ $r -ne 0 ] && [ $r -ne 77 ] && [ $rc -eq 0 ] && rc=$r'
   echo '}'
 } >"$seq"
@@ -86,6 +88,8 @@ for a in "$@"; do
   if [[ $a == :: ]]; then flush; else cmd+=("$a"); fi
 done
 flush
+# the failures again at the end: meson shows only a log's last 100 lines
+echo '[ -n "$failed" ] && printf "run-vm: failed:\n%s" "$failed"' >>"$seq"
 echo '[ $rc -ne 0 ] && exit $rc; [ $ran -gt 0 ] && [ $skipped -eq $ran ] && exit 77; exit 0' >>"$seq"
 chmod +x "$seq"
 
