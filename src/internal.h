@@ -111,8 +111,10 @@ PZ_HIDDEN int pz_os_discard(void *p, size_t len);
  * unmaps before it checks): ask pz_os_one_mapping(old) first. */
 PZ_HIDDEN int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len);
 PZ_HIDDEN bool pz_os_one_mapping(void *p, size_t len);
-/* Re-map a fresh zero range over [p, p+len) (MAP_FIXED). Returns errno. */
+/* Re-map a fresh zero range over a hole [p, p+len) (MAP_FIXED_NOREPLACE).
+ * Returns errno: EEXIST when something is mapped there. */
 PZ_HIDDEN int pz_os_remap_fresh(void *p, size_t len);
+PZ_HIDDEN bool pz_os_mapped(void *p, size_t len);
 /* Read a small file (/proc, /sys) into buf without allocating. Returns
  * bytes read (NUL-terminated) or -errno. */
 PZ_HIDDEN ssize_t pz_os_read_file(const char *path, char *buf, size_t cap);

@@ -66,6 +66,7 @@ void *pz_large_realloc(void *p, size_t size) {
   }
   if (moved == PZ_MOVE_LOST) { /* q's head is gone (see pz_chunk_move): another run */
     atomic_fetch_sub_explicit(&pz_gstats.large_bytes_live, n << PZ_CHUNK_SHIFT, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pz_gstats.large_frees, 1, memory_order_relaxed);
     if (!(q = pz_large_alloc(size, 0, false))) return NULL;
   }
   memcpy(q, p, old << PZ_CHUNK_SHIFT);

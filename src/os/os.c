@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -100,16 +101,33 @@ int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len) {
  * another thread's mmap may have been placed in the hole. NOREPLACE (4.17)
  * fails then; an older kernel takes it as a hint and maps elsewhere. */
 int pz_os_remap_fresh(void *p, size_t len) {
-  int saved = errno;
-  void *q = pz_os.mmap(p, len, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-  int e = q == MAP_FAILED ? errno : 0;
-  if (q != MAP_FAILED && q != p) {
-    pz_os.munmap(q, len);
-    e = EEXIST;
+  int saved = errno, e = 0;
+  /* EEXIST may be passing: another thread's pz_os_one_mapping grows a run
+   * by a page for two system calls, maybe into this hole */
+  for (int tries = 0; tries < 4; tries++) {
+    if (tries) sched_yield();
+    void *q = pz_os.mmap(p, len, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    e = q == MAP_FAILED ? errno : 0;
+    if (q != MAP_FAILED && q != p) {
+      pz_os.munmap(q, len);
+      e = EEXIST;
+    }
+    if (e != EEXIST) break;
   }
   errno = saved;
   return e;
+}
+
+/* Whether [p, p+len) is mapped at both ends (mincore fails with ENOMEM on
+ * a hole): after a failed move, whether the kernel unmapped the
+ * destination (6.1 does that first, for the whole range) or not. */
+bool pz_os_mapped(void *p, size_t len) {
+  int saved = errno;
+  unsigned char v;
+  bool r = mincore(p, PZ_PAGE_SIZE, &v) == 0 && mincore((char *)p + len - PZ_PAGE_SIZE, PZ_PAGE_SIZE, &v) == 0;
+  errno = saved;
+  return r;
 }
 
 ssize_t pz_os_read_file(const char *path, char *buf, size_t cap) {

@@ -598,20 +598,29 @@ void pz_chunk_free(void *base) {
   free_range(r, i, 0, i, r->runlen[i]);
 }
 
+/* Map fresh memory into the hole [p, p+len) that a move left in region r,
+ * advised and bound as the region is. False when something is there. */
+static bool refill(char *p, size_t len, struct pz_region *r) {
+  if (pz_os_remap_fresh(p, len) != 0) return false;
+  advise(p, len);
+  pz_os_bind_node(p, len, r->node);
+  return true;
+}
+
 /* mremap [src, src+len) onto dst (as long; ours). PZ_MOVED; PZ_MOVE_NO or
  * MOVE_SPLIT: nothing moved, dst whole (maybe fresh); PZ_MOVE_LOST:
- * nothing moved and dst is not ours any more. A 6.1 kernel unmaps the destination before it
- * checks the source (measured): so the source is asked first whether it is
- * one mapping, and a hole left by a failed move is filled again; a mapping
- * found there is ours on a kernel that checks first, someone else's on 6.1
- * (mapped into the hole meanwhile): never touched again either way. */
+ * nothing moved and dst is not ours any more. A 6.1 kernel unmaps the
+ * destination before it checks the source (measured): so the source is
+ * asked first whether it is one mapping. When a move fails still (ENOMEM
+ * at vm.max_map_count), a destination still mapped is ours (the kernel
+ * failed first); a hole is filled again, and a mapping found in it is
+ * someone else's (mapped there meanwhile): never touched again. */
 enum { MOVE_SPLIT = -1 }; /* nothing moved: src spans mappings */
 static int move_pages(char *src, char *dst, size_t len, struct pz_region *q, size_t j) {
   if (!pz_os_one_mapping(src, len)) return MOVE_SPLIT;
   if (pz_os_move(src, len, dst, len) == 0) return PZ_MOVED;
-  if (pz_os_remap_fresh(dst, len) != 0) return PZ_MOVE_LOST;
-  advise(dst, len);
-  pz_os_bind_node(dst, len, q->node);
+  if (pz_os_mapped(dst, len)) return PZ_MOVE_NO;
+  if (!refill(dst, len, q)) return PZ_MOVE_LOST;
   for (size_t k = 0; k < len >> PZ_CHUNK_SHIFT; k++) q->nohuge[j + k] = 0;
   return PZ_MOVE_NO;
 }
@@ -637,8 +646,9 @@ int pz_chunk_move(void *from, void *to) {
     /* chunks [moved, moved+lost) of `to` are gone: put what moved back
      * into `from` (a copy) and give the rest of `to` up */
     size_t back = moved << PZ_CHUNK_SHIFT;
-    if (moved && pz_os_remap_fresh(src, back) != 0) /* both holes taken: nothing left to stand on */
+    if (moved && !refill(src, back, r)) /* both holes taken: nothing left to stand on */
       pz_fatal("mremap failed and %p could not be mapped again", from);
+    for (size_t k = 0; k < moved; k++) r->nohuge[i + k] = 0;
     memcpy(src, dst, back);
     if (moved) free_range(q, j, 0, j, moved);
     pz_map_set_range(dst + back, lost, PZ_MK_NONE, 0); /* USED for ever: a stale free is caught */
@@ -656,7 +666,7 @@ int pz_chunk_move(void *from, void *to) {
   if (thp_on()) apply_advice(q, j, moved);
   /* the moved part of `from` is a hole now: map fresh zero memory back so
    * the region stays whole; what was copied is freed as any run is */
-  if (pz_os_remap_fresh(src, len) != 0) {
+  if (!refill(src, len, r)) {
     /* someone else's mapping may sit there now: the chunks stay USED forever
      * (never handed out again), and the map forgets them, so a stale free
      * of the old pointer is caught */
@@ -664,8 +674,6 @@ int pz_chunk_move(void *from, void *to) {
     if (moved < n) free_range(r, i, moved, i + moved, n - moved);
     return PZ_MOVED;
   }
-  advise(src, len);
-  pz_os_bind_node(src, len, r->node);
   if (moved < n) free_range(r, i, moved, i + moved, n - moved);
   struct pz_node_pool *np = &pz_nodes[r->node];
   pthread_mutex_lock(&np->lock);
@@ -752,11 +760,7 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   /* one flag, but maybe still two mappings (pages moved in, or faulted
    * under another anon_vma): asked first, as a failed move can take dst */
   bool moved = pz_os_one_mapping(src, len) && pz_os_move(src, len, dst, dst_len) == 0;
-  bool refilled = moved && pz_os_remap_fresh(src, len) == 0;
-  if (refilled) {
-    advise(src, len);
-    pz_os_bind_node(src, len, np->node);
-  }
+  bool refilled = moved && refill(src, len, best);
   pthread_mutex_lock(&np->lock);
   for (size_t k = 0; k < best_n; k++) {
     size_t i = best_i + k;
