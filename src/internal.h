@@ -110,10 +110,13 @@ PZ_HIDDEN int pz_os_discard(void *p, size_t len);
  * new_len. Returns errno. On failure new_addr may have been unmapped (6.1
  * unmaps before it checks): ask pz_os_one_mapping(old) first. */
 PZ_HIDDEN int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len);
+/* [p, p+len) lies in one mapping (mremap can move it); asks without
+ * changing anything. */
 PZ_HIDDEN bool pz_os_one_mapping(void *p, size_t len);
 /* Re-map a fresh zero range over a hole [p, p+len) (MAP_FIXED_NOREPLACE).
  * Returns errno: EEXIST when something is mapped there. */
 PZ_HIDDEN int pz_os_remap_fresh(void *p, size_t len);
+/* [p, p+len) is mapped at both ends (after a failed move: not unmapped). */
 PZ_HIDDEN bool pz_os_mapped(void *p, size_t len);
 /* Read a small file (/proc, /sys) into buf without allocating. Returns
  * bytes read (NUL-terminated) or -errno. */

@@ -598,65 +598,64 @@ void pz_chunk_free(void *base) {
   free_range(r, i, 0, i, r->runlen[i]);
 }
 
-/* Map fresh memory into the hole [p, p+len) that a move left in region r,
- * advised and bound as the region is. False when something is there. */
-static bool refill(char *p, size_t len, struct pz_region *r) {
+/* Map fresh memory into the hole that a move left at chunks [i, i+n) of
+ * r, advised and bound as the region is (the flags say: fresh, huge
+ * pages). False when something is mapped there. */
+static bool refill(struct pz_region *r, size_t i, size_t n) {
+  char *p = r->base + (i << PZ_CHUNK_SHIFT);
+  size_t len = n << PZ_CHUNK_SHIFT;
   if (pz_os_remap_fresh(p, len) != 0) return false;
   advise(p, len);
   pz_os_bind_node(p, len, r->node);
+  for (size_t k = 0; k < n; k++) r->nohuge[i + k] = 0;
   return true;
 }
 
-/* mremap [src, src+len) onto dst (as long; ours). PZ_MOVED; PZ_MOVE_NO or
- * MOVE_SPLIT: nothing moved, dst whole (maybe fresh); PZ_MOVE_LOST:
- * nothing moved and dst is not ours any more. A 6.1 kernel unmaps the
- * destination before it checks the source (measured): so the source is
- * asked first whether it is one mapping. When a move fails still (ENOMEM
- * at vm.max_map_count), a destination still mapped is ours (the kernel
- * failed first); a hole is filled again, and a mapping found in it is
- * someone else's (mapped there meanwhile): never touched again. */
-enum { MOVE_SPLIT = -1 }; /* nothing moved: src spans mappings */
-static int move_pages(char *src, char *dst, size_t len, struct pz_region *q, size_t j) {
+/* mremap chunks [i, i+n) of r onto chunks [j, j+n) of q (ours). PZ_MOVED;
+ * PZ_MOVE_NO or MOVE_SPLIT: nothing moved, the destination whole (maybe
+ * fresh); PZ_MOVE_LOST: nothing moved and the destination is not ours any
+ * more. A 6.1 kernel unmaps the destination before it checks the source
+ * (measured): so the source is asked first whether it is one mapping. When
+ * a move fails still (ENOMEM at vm.max_map_count), a destination still
+ * mapped is ours (the kernel failed first); a hole is filled again, and a
+ * mapping found in it is someone else's (mapped there meanwhile): never
+ * touched again. */
+enum { MOVE_SPLIT = -1 }; /* nothing moved: the source spans mappings */
+static int move_pages(struct pz_region *r, size_t i, struct pz_region *q, size_t j, size_t n) {
+  char *src = r->base + (i << PZ_CHUNK_SHIFT), *dst = q->base + (j << PZ_CHUNK_SHIFT);
+  size_t len = n << PZ_CHUNK_SHIFT;
   if (!pz_os_one_mapping(src, len)) return MOVE_SPLIT;
   if (pz_os_move(src, len, dst, len) == 0) return PZ_MOVED;
   if (pz_os_mapped(dst, len)) return PZ_MOVE_NO;
-  if (!refill(dst, len, q)) return PZ_MOVE_LOST;
-  for (size_t k = 0; k < len >> PZ_CHUNK_SHIFT; k++) q->nohuge[j + k] = 0;
-  return PZ_MOVE_NO;
+  return refill(q, j, n) ? PZ_MOVE_NO : PZ_MOVE_LOST;
 }
 
 int pz_chunk_move(void *from, void *to) {
   size_t i, j;
   struct pz_region *r = region_of(from, &i), *q = region_of(to, &j);
-  size_t n = r->runlen[i], m = q->runlen[j], moved = 0, lost = 0;
-  char *src = from, *dst = to;
+  size_t n = r->runlen[i], m = q->runlen[j], moved = 0, step = n;
   /* to the same length: the rest of `to` keeps its own (maybe ready) pages.
    * The whole run at once, else chunk by chunk: the pool's moves and refills
    * leave mappings that do not merge, and a run may span several. */
-  int res = move_pages(src, dst, n << PZ_CHUNK_SHIFT, q, j);
+  int res = move_pages(r, i, q, j, n);
   if (res == PZ_MOVED) moved = n;
-  else if (res == PZ_MOVE_LOST) lost = n;
-  else if (res == MOVE_SPLIT)
-    for (; moved < n; moved++) {
-      size_t off = moved << PZ_CHUNK_SHIFT;
-      if ((res = move_pages(src + off, dst + off, PZ_CHUNK_SIZE, q, j + moved)) != PZ_MOVED) break;
-    }
-  if (res == PZ_MOVE_LOST && !lost) lost = 1;
-  if (lost) {
-    /* chunks [moved, moved+lost) of `to` are gone: put what moved back
+  if (res == MOVE_SPLIT)
+    for (step = 1; moved < n; moved++)
+      if ((res = move_pages(r, i + moved, q, j + moved, 1)) != PZ_MOVED) break;
+  char *src = from, *dst = to;
+  size_t len = moved << PZ_CHUNK_SHIFT;
+  if (res == PZ_MOVE_LOST) {
+    /* chunks [moved, moved+step) of `to` are gone: put what moved back
      * into `from` (a copy) and give the rest of `to` up */
-    size_t back = moved << PZ_CHUNK_SHIFT;
-    if (moved && !refill(src, back, r)) /* both holes taken: nothing left to stand on */
+    if (moved && !refill(r, i, moved)) /* both holes taken: nothing left to stand on */
       pz_fatal("mremap failed and %p could not be mapped again", from);
-    for (size_t k = 0; k < moved; k++) r->nohuge[i + k] = 0;
-    memcpy(src, dst, back);
+    memcpy(src, dst, len);
     if (moved) free_range(q, j, 0, j, moved);
-    pz_map_set_range(dst + back, lost, PZ_MK_NONE, 0); /* USED for ever: a stale free is caught */
-    if (moved + lost < m) free_range(q, j, moved ? 0 : lost, j + moved + lost, m - moved - lost);
+    pz_map_set_range(dst + len, step, PZ_MK_NONE, 0); /* USED for ever: a stale free is caught */
+    if (moved + step < m) free_range(q, j, moved ? 0 : step, j + moved + step, m - moved - step);
     return PZ_MOVE_LOST;
   }
   if (!moved) return PZ_MOVE_NO;
-  size_t len = moved << PZ_CHUNK_SHIFT;
   if (moved < n) memcpy(dst + len, src + len, (n - moved) << PZ_CHUNK_SHIFT);
   /* mremap took the source's advice along: the destination chunks get
    * their own back (they hold moved pages now, of whatever size: advised,
@@ -666,18 +665,17 @@ int pz_chunk_move(void *from, void *to) {
   if (thp_on()) apply_advice(q, j, moved);
   /* the moved part of `from` is a hole now: map fresh zero memory back so
    * the region stays whole; what was copied is freed as any run is */
-  if (!refill(src, len, r)) {
+  bool refilled = refill(r, i, moved);
+  if (moved < n) free_range(r, i, moved, i + moved, n - moved);
+  if (!refilled) {
     /* someone else's mapping may sit there now: the chunks stay USED forever
      * (never handed out again), and the map forgets them, so a stale free
      * of the old pointer is caught */
     pz_map_set_range(src, moved, PZ_MK_NONE, 0);
-    if (moved < n) free_range(r, i, moved, i + moved, n - moved);
     return PZ_MOVED;
   }
-  if (moved < n) free_range(r, i, moved, i + moved, n - moved);
   struct pz_node_pool *np = &pz_nodes[r->node];
   pthread_mutex_lock(&np->lock);
-  for (size_t k = 0; k < moved; k++) r->nohuge[i + k] = 0; /* advise() above: fresh, huge pages */
   r->runlen[i] = 0;
   release_range(np, r, i, moved);
   for (size_t k = 0; k < moved; k++) transition(np, r, i + k, PZ_CE_DISCARD);
@@ -760,7 +758,7 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   /* one flag, but maybe still two mappings (pages moved in, or faulted
    * under another anon_vma): asked first, as a failed move can take dst */
   bool moved = pz_os_one_mapping(src, len) && pz_os_move(src, len, dst, dst_len) == 0;
-  bool refilled = moved && refill(src, len, best);
+  bool refilled = moved && refill(best, best_i, best_n);
   pthread_mutex_lock(&np->lock);
   for (size_t k = 0; k < best_n; k++) {
     size_t i = best_i + k;

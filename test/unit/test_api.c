@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "unit.h"
 
 static const size_t sizes[] = {0, 1, 8, 15, 16, 17, 100, 128, 129, 1000, 4096, 8193, 65536,
                                131072, 131073, 200000, 1 << 20, (1 << 20) + 1, 3 << 20,
@@ -133,14 +134,6 @@ static void realloc_large_moves_pages_and_keeps_contents(void **state) {
   p = prezero_realloc(p, 6 << 20); /* shrink in place */
   for (size_t i = 0; i < (6 << 20) / 8; i += 512) assert_int_equal(p[i], i < n / 8 ? i * 2654435761u : 0x0101010101010101ull);
   prezero_free(p);
-}
-
-/* A growth of block [p, p+n) that cannot happen in place: one chunk more
- * than is free after it. */
-static size_t growth_past_free_chunks(unsigned char *p, size_t n) {
-  size_t grow = 2 << 20;
-  while ((pz_map_get(p + n + grow - (2 << 20)) & 15) == PZ_MK_FREE) grow += 2 << 20;
-  return grow;
 }
 
 /* A program that madvised part of its block split it into mappings that

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "unit.h"
 
 static struct pz_os_hooks real;
 static int fail_mmap, fail_madvise_huge, fail_mremap, madvise_huge_calls;
@@ -109,14 +110,6 @@ static void hugepage_refused_falls_back_to_small_pages(void **state) {
   prezero_stats_get(&st);
   if (pz_kernel.thp_usable) assert_int_equal(st.thp, 0); /* and the stats say so */
   fail_madvise_huge = 0;
-}
-
-/* A growth of block [p, p+n) that cannot happen in place: one chunk more
- * than is free after it. */
-static size_t growth_past_free_chunks(unsigned char *p, size_t n) {
-  size_t grow = 2 << 20;
-  while ((pz_map_get(p + n + grow - (2 << 20)) & 15) == PZ_MK_FREE) grow += 2 << 20;
-  return grow;
 }
 
 static void mremap_failure_falls_back_to_copy(void **state) {
