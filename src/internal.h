@@ -93,6 +93,7 @@ struct pz_os_hooks {
   int (*munmap)(void *addr, size_t len);
   int (*madvise)(void *addr, size_t len, int advice);
   void *(*mremap)(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
+  int (*mprotect)(void *addr, size_t len, int prot);
 };
 PZ_HIDDEN extern struct pz_os_hooks pz_os; /* the live table */
 PZ_HIDDEN void pz_os_set_hooks(const struct pz_os_hooks *h); /* NULL: defaults */
@@ -101,6 +102,22 @@ PZ_HIDDEN void pz_os_default_hooks(struct pz_os_hooks *out);
 /* Map `len` bytes aligned to `align` (a power of two >= page size),
  * read/write, private anonymous, MAP_NORESERVE. NULL on failure. */
 PZ_HIDDEN void *pz_os_map_aligned(size_t len, size_t align);
+/* Reserve `len` bytes of address space aligned to `align`: PROT_NONE,
+ * MAP_NORESERVE (no memory, no commit charge, nothing mlockall locks in).
+ * NULL on failure. */
+PZ_HIDDEN void *pz_os_reserve(size_t len, size_t align);
+/* Make reserved memory read/write (commits it). Returns errno. */
+PZ_HIDDEN int pz_os_commit(void *p, size_t len);
+/* Replace [p, p+len) (ours) by a fresh reservation (MAP_FIXED, PROT_NONE):
+ * pages, commit charge and every attribute a program set on it go. errno. */
+PZ_HIDDEN int pz_os_decommit(void *p, size_t len);
+/* Undo what a program may have set on memory it handed back (protection,
+ * fork, dump, KSM and lock flags); errno when the protection cannot be
+ * restored (sealed, partly unmapped): the range must then be replaced. */
+PZ_HIDDEN int pz_os_reset(void *p, size_t len);
+/* The program called mlockall(MCL_FUTURE): fresh mappings are locked, and
+ * so is memory the pool hands out again. */
+PZ_HIDDEN extern _Atomic bool pz_mcl_future;
 PZ_HIDDEN int pz_os_unmap(void *p, size_t len);
 /* Hint huge pages (returns errno; EINVAL when THP is compiled out). */
 PZ_HIDDEN int pz_os_hugepage(void *p, size_t len);
@@ -113,8 +130,9 @@ PZ_HIDDEN int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_l
 /* [p, p+len) lies in one mapping (mremap can move it); asks without
  * changing anything. */
 PZ_HIDDEN bool pz_os_one_mapping(void *p, size_t len);
-/* Re-map a fresh zero range over a hole [p, p+len) (MAP_FIXED_NOREPLACE).
- * Returns errno: EEXIST when something is mapped there. */
+/* Re-map a fresh reservation (PROT_NONE) over a hole [p, p+len)
+ * (MAP_FIXED_NOREPLACE). Returns errno: EEXIST when something is mapped
+ * there. */
 PZ_HIDDEN int pz_os_remap_fresh(void *p, size_t len);
 /* [p, p+len) is mapped at both ends (after a failed move: not unmapped). */
 PZ_HIDDEN bool pz_os_mapped(void *p, size_t len);
@@ -132,7 +150,7 @@ PZ_HIDDEN uint64_t pz_os_now_ns(void);
  * Fault injection (debug build, PREZERO_FAULTS): makes the OS calls fail,
  * every Nth call of a kind, with a chosen errno. */
 enum pz_fault_kind { PZ_FAULT_MMAP, PZ_FAULT_MUNMAP, PZ_FAULT_MADVISE, PZ_FAULT_POPULATE, PZ_FAULT_MREMAP,
-                     PZ_FAULT_THREAD, PZ_FAULT_UFFD, PZ_FAULT_MOVE, PZ_FAULT__COUNT };
+                     PZ_FAULT_THREAD, PZ_FAULT_UFFD, PZ_FAULT_MOVE, PZ_FAULT_MPROTECT, PZ_FAULT__COUNT };
 PZ_HIDDEN void pz_faults_init(void);           /* after the options: installs the wrappers */
 PZ_HIDDEN size_t pz_faults_injected(void);
 /* For calls made outside the hook table (userfaultfd): true (and *err)
@@ -336,7 +354,8 @@ PZ_HIDDEN void pz_map_set_range(void *base, size_t nchunks, enum pz_map_kind kin
 
 struct pz_region {
   char *base;
-  uint32_t nchunks;
+  uint32_t nchunks;      /* 0: a husk (unmapped; its struct and id wait for reuse) */
+  uint32_t cap;          /* chunks the arrays below have room for */
   uint32_t id;
   uint32_t nfree;        /* chunks in a free state; guarded by the node lock */
   uint32_t node;
@@ -347,6 +366,12 @@ struct pz_region {
   uint8_t *released;     /* chunk was given back (faulting it in again is counted) */
   uint32_t *idle_since;  /* free chunks: pz_pool_ms() when they became free */
   uint32_t *claim_id;    /* BUSY/TAKEN chunks: the claim that holds them (PZ_CLAIM_POP: pre-faulting) */
+  uint8_t *rw;           /* chunk is committed (read/write). READY, DIRTY, USED and TAIL chunks
+                          * always are; an UNTOUCHED one is when it was given back by
+                          * MADV_DONTNEED or its pages moved out, not when it is a fresh
+                          * PROT_NONE reservation. Written by whoever holds the chunk. */
+  uint8_t *foreign;      /* a program put something of its own there (its userfaultfd, a
+                          * MAP_FIXED mapping): replaced, never reset, when it comes back */
   uint32_t npop;         /* chunks BUSY being pre-faulted (an allocation may steal them) */
   struct pz_region *next;
 };
@@ -429,6 +454,10 @@ PZ_HIDDEN void pz_pool_postfork(bool child);
  * the range is zero now) or not. */
 PZ_HIDDEN size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims);
 PZ_HIDDEN void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, const bool *ok);
+/* Before a claim's work: commit its chunks (pre-faulting). After: give them
+ * back (decommitted: a fresh reservation, or MADV_DONTNEED where refused). */
+PZ_HIDDEN bool pz_pool_commit(const struct pz_claim *c);
+PZ_HIDDEN bool pz_pool_give_back(const struct pz_claim *c);
 /* Keep `bytes` ready on the caller's node (0 clears); waits until it is.
  * Returns 0 or ENOMEM. */
 PZ_HIDDEN int pz_chunk_reserve(size_t bytes);

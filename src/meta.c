@@ -7,7 +7,7 @@
 
 #include "internal.h"
 
-#define META_BLOCK (1 * PZ_MiB)
+#define META_BLOCK (256 * PZ_KiB)
 
 static atomic_flag meta_lock = ATOMIC_FLAG_INIT;
 static char *meta_cur, *meta_end;

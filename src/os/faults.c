@@ -7,7 +7,8 @@
  *   PREZERO_FAULTS=KIND:every=N[:errno=NAME],...
  *   KIND: mmap munmap madvise populate (MADV_POPULATE_WRITE) mremap
  *         thread (pthread_create of workers and population helpers)
- *         uffd (opening userfaultfd) move (UFFDIO_MOVE)
+ *         uffd (opening userfaultfd) move (UFFDIO_MOVE) mprotect (committing
+ *         reserved chunks, restoring a program's protection)
  *   every=N: the Nth, 2Nth, ... call of that kind fails
  *   errno: ENOMEM EINVAL EAGAIN EFAULT EPERM EBUSY ENOSYS (default: the likeliest)
  *
@@ -20,9 +21,10 @@
 #include "internal.h"
 #include "kabi.h"
 
-static const char *const kind_names[PZ_FAULT__COUNT] = {"mmap",   "munmap", "madvise", "populate",
-                                                        "mremap", "thread", "uffd",    "move"};
-static const int default_errno[PZ_FAULT__COUNT] = {ENOMEM, EINVAL, EINVAL, ENOMEM, ENOMEM, EAGAIN, EPERM, EBUSY};
+static const char *const kind_names[PZ_FAULT__COUNT] = {"mmap", "munmap", "madvise", "populate", "mremap",
+                                                        "thread", "uffd", "move", "mprotect"};
+static const int default_errno[PZ_FAULT__COUNT] = {ENOMEM, EINVAL, EINVAL, ENOMEM, ENOMEM,
+                                                   EAGAIN, EPERM, EBUSY, ENOMEM};
 static struct {
   unsigned long every;
   int err;
@@ -71,6 +73,15 @@ static void *f_mremap(void *o, size_t ol, size_t nl, int f, void *na) {
     return MAP_FAILED;
   }
   return real.mremap(o, ol, nl, f, na);
+}
+
+static int f_mprotect(void *a, size_t l, int p) {
+  int e;
+  if (hit(PZ_FAULT_MPROTECT, &e)) {
+    errno = e;
+    return -1;
+  }
+  return real.mprotect(a, l, p);
 }
 
 bool pz_fault_hit(enum pz_fault_kind k, int *err) { return active && hit(k, err); }
@@ -147,4 +158,5 @@ void pz_faults_init(void) {
   pz_os.munmap = f_munmap;
   pz_os.madvise = f_madvise;
   pz_os.mremap = f_mremap;
+  pz_os.mprotect = f_mprotect;
 }

@@ -26,11 +26,12 @@ static int sys_madvise(void *a, size_t l, int adv) { return (int)syscall(SYS_mad
 static void *sys_mremap(void *o, size_t ol, size_t nl, int f, void *na) {
   return (void *)syscall(SYS_mremap, o, ol, nl, f, na);
 }
+static int sys_mprotect(void *a, size_t l, int p) { return (int)syscall(SYS_mprotect, a, l, p); }
 
-struct pz_os_hooks pz_os = {sys_mmap, sys_munmap, sys_madvise, sys_mremap};
+struct pz_os_hooks pz_os = {sys_mmap, sys_munmap, sys_madvise, sys_mremap, sys_mprotect};
 
 void pz_os_default_hooks(struct pz_os_hooks *out) {
-  *out = (struct pz_os_hooks){sys_mmap, sys_munmap, sys_madvise, sys_mremap};
+  *out = (struct pz_os_hooks){sys_mmap, sys_munmap, sys_madvise, sys_mremap, sys_mprotect};
 }
 
 void pz_os_set_hooks(const struct pz_os_hooks *h) {
@@ -60,6 +61,77 @@ void *pz_os_map_aligned(size_t len, size_t align) {
   if (tail) pz_os.munmap(a + len, tail);
   errno = saved;
   return a;
+}
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+/* Address space for chunks: PROT_NONE, so it is neither memory nor commit
+ * charge until a chunk is committed. A program's mlockall(MCL_CURRENT)
+ * then populates none of it, and under vm.overcommit_memory=2 it costs
+ * nothing. Asked for at its exact size first (a recent kernel aligns
+ * mappings of whole 2 MiB blocks itself), so a tight RLIMIT_AS is not
+ * spent on the slack of aligning it by hand. */
+void *pz_os_reserve(size_t len, size_t align) {
+  int saved = errno;
+  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  char *p = pz_os.mmap(NULL, len, PROT_NONE, flags, -1, 0);
+  if (p != MAP_FAILED && ((uintptr_t)p & (align - 1)) == 0) {
+    errno = saved;
+    return p;
+  }
+  if (p != MAP_FAILED) pz_os.munmap(p, len);
+  size_t over = len + align - PZ_PAGE_SIZE;
+  p = over < len ? MAP_FAILED : pz_os.mmap(NULL, over, PROT_NONE, flags, -1, 0);
+  errno = saved;
+  if (p == MAP_FAILED) return NULL;
+  char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+  if (a > p) pz_os.munmap(p, (size_t)(a - p));
+  size_t tail = (size_t)((p + over) - (a + len));
+  if (tail) pz_os.munmap(a + len, tail);
+  errno = saved;
+  return a;
+}
+
+int pz_os_commit(void *p, size_t len) {
+  return KEEP_ERRNO(pz_os.mprotect(p, len, PROT_READ | PROT_WRITE) != 0);
+}
+
+/* MAP_FIXED over our own range: the pages, the commit charge and whatever
+ * a program set on it (protection, locks, fork and dump flags, KSM, its
+ * userfaultfd registration, a MAP_FIXED mapping of its own) go; a fresh
+ * PROT_NONE reservation takes its place. */
+int pz_os_decommit(void *p, size_t len) {
+  int saved = errno;
+  void *q = pz_os.mmap(p, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+  int e = q == MAP_FAILED ? errno : 0;
+  errno = saved;
+  return e;
+}
+
+_Atomic bool pz_mcl_future;
+
+/* What a program may have set on memory it gave back, undone: protection
+ * (the one call that can fail: sealed memory, a hole the program
+ * unmapped), fork and dump flags, KSM merging, access pattern, locks (kept
+ * locked under mlockall(MCL_FUTURE), where a fresh mapping would be). Each
+ * call is a few hundred ns on a range that has none of it. Huge-page
+ * advice and NUMA binding are the caller's to restore. */
+int pz_os_reset(void *p, size_t len) {
+  int saved = errno;
+  int e = pz_os.mprotect(p, len, PROT_READ | PROT_WRITE) ? errno : 0;
+  if (!e) {
+    pz_os.madvise(p, len, MADV_DOFORK);
+    pz_os.madvise(p, len, MADV_KEEPONFORK);
+    pz_os.madvise(p, len, MADV_DODUMP);
+    pz_os.madvise(p, len, MADV_NORMAL);
+    pz_os.madvise(p, len, MADV_UNMERGEABLE);
+    if (atomic_load_explicit(&pz_mcl_future, memory_order_relaxed)) syscall(SYS_mlock, p, len);
+    else syscall(SYS_munlock, p, len);
+  }
+  errno = saved;
+  return e;
 }
 
 int pz_os_unmap(void *p, size_t len) { return KEEP_ERRNO(pz_os.munmap(p, len) != 0); }
@@ -93,10 +165,6 @@ int pz_os_move(void *old, size_t old_len, void *new_addr, size_t new_len) {
                                  new_addr) == MAP_FAILED);
 }
 
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
-#endif
-
 /* Never MAP_FIXED: between mremap moving the pages away and this call,
  * another thread's mmap may have been placed in the hole. NOREPLACE (4.17)
  * fails then; an older kernel takes it as a hint and maps elsewhere. */
@@ -106,8 +174,8 @@ int pz_os_remap_fresh(void *p, size_t len) {
    * by a page for two system calls, maybe into this hole */
   for (int tries = 0; tries < 4; tries++) {
     if (tries) sched_yield();
-    void *q = pz_os.mmap(p, len, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    void *q = pz_os.mmap(p, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+                         -1, 0);
     e = q == MAP_FAILED ? errno : 0;
     if (q != MAP_FAILED && q != p) {
       pz_os.munmap(q, len);

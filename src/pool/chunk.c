@@ -16,7 +16,21 @@
  *                batch takes well under a millisecond) rather than fault a
  *                fresh region.
  * Map reads are lock-free: an entry for a chunk in use was written before
- * its memory was handed out. Regions are never unmapped.
+ * its memory was handed out. A region is unmapped only when all of it is
+ * free and the address space is needed (RLIMIT_AS); its struct and id stay
+ * (a husk, reused by the next region), so lock-free readers never see freed
+ * metadata.
+ *
+ * Address space: regions are PROT_NONE reservations, grown geometrically
+ * (the first is 4 MiB, each next as large as the node's others together,
+ * at most 1 GiB, or the request). A chunk is committed (read/write) when
+ * it is first used, and decommitted (replaced by a fresh reservation) when
+ * it goes back to the kernel: what is reserved but unused is neither RSS,
+ * commit charge (vm.overcommit_memory=2), locked memory (mlockall) nor
+ * data segment (RLIMIT_DATA). A run the program gives back is restored
+ * first (sanitize()): whatever it set on the memory (protection, locks,
+ * fork and dump flags, its own userfaultfd or mappings) must not reach the
+ * workers or the next owner.
  *
  * Allocation policy: see score(). The chunk state machine is
  * pz_chunk_next_state() and nothing else changes a state.
@@ -85,8 +99,9 @@ void pz_map_set_range(void *base, size_t nchunks, enum pz_map_kind kind, uint32_
 
 /* ---------------------------------------------------------------- pools */
 
-#define REGION_DEFAULT_CHUNKS 512 /* 1 GiB of address space, reserved not committed */
-#define REGION_MAX_IDS (1u << 20)
+#define REGION_MIN_CHUNKS 2   /* a node's first region: 4 MiB of address space */
+#define REGION_MAX_CHUNKS 512 /* regions grow to 1 GiB (larger only for one request) */
+#define REGION_MAX_IDS (1u << 14)
 
 struct pz_node_pool pz_nodes[PZ_MAX_NODES];
 static _Atomic(struct pz_region **) regions_by_id;
@@ -184,6 +199,31 @@ static void advise(void *p, size_t len) {
   }
 }
 
+static size_t node_chunks(const struct pz_node_pool *np) {
+  size_t n = 0;
+  for (int k = 0; k < PZ_CS__COUNT; k++) n += np->count[k];
+  return n;
+}
+
+/* With np->lock held: unmap the node's regions that are wholly free (no
+ * chunk in use or worked on), when a reservation was refused (RLIMIT_AS):
+ * glibc would have unmapped that memory at free(). Returns chunks unmapped. */
+static size_t unmap_free_regions(struct pz_node_pool *np) {
+  size_t done = 0;
+  for (struct pz_region *r = np->regions; r; r = r->next) {
+    if (!r->nchunks || r->nfree != r->nchunks || r->npop) continue;
+    size_t n = r->nchunks;
+    pz_map_set_range(r->base, n, PZ_MK_NONE, 0);
+    for (size_t i = 0; i < n; i++) np->count[r->state[i]]--;
+    __atomic_store_n(&r->nchunks, 0, __ATOMIC_RELEASE);
+    r->nfree = 0;
+    pz_os_unmap(r->base, n << PZ_CHUNK_SHIFT);
+    atomic_fetch_sub(&reserved_bytes, n << PZ_CHUNK_SHIFT);
+    done += n;
+  }
+  return done;
+}
+
 /* Called with np->lock held. */
 static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chunks, size_t align) {
   if (!atomic_load(&regions_by_id)) {
@@ -192,31 +232,49 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
     if (!t) return NULL;
     atomic_compare_exchange_strong(&regions_by_id, &expect, t);
   }
-  if (atomic_load(&region_ids) + 1 >= REGION_MAX_IDS) return NULL;
-  size_t want = need_chunks > REGION_DEFAULT_CHUNKS ? need_chunks : REGION_DEFAULT_CHUNKS;
+  struct pz_region *r = NULL; /* a husk to reuse (its id too) */
+  for (struct pz_region *q = np->regions; q && !r; q = q->next)
+    if (!q->nchunks) r = q;
+  if (!r && atomic_load(&region_ids) + 1 >= REGION_MAX_IDS) return NULL;
+  /* geometric growth: as much again as the node has, within bounds */
+  size_t have = node_chunks(np);
+  size_t want = have < REGION_MIN_CHUNKS ? REGION_MIN_CHUNKS : have > REGION_MAX_CHUNKS ? REGION_MAX_CHUNKS : have;
+  if (want < need_chunks) want = need_chunks;
   size_t al = align > PZ_CHUNK_SIZE ? align : PZ_CHUNK_SIZE;
   char *base = NULL;
-  for (;;) { /* a smaller region when the OS refuses the default size */
+  for (bool unmapped = false;;) { /* a smaller region when the OS refuses (RLIMIT_AS) */
     if (want > (SIZE_MAX >> PZ_CHUNK_SHIFT)) return NULL;
-    base = pz_os_map_aligned(want << PZ_CHUNK_SHIFT, al);
-    if (base || want == need_chunks) break;
-    want = want / 2 > need_chunks ? want / 2 : need_chunks;
+    base = pz_os_reserve(want << PZ_CHUNK_SHIFT, al);
+    if (base) break;
+    if (want > need_chunks) want = want / 2 > need_chunks ? want / 2 : need_chunks;
+    else if (!unmapped && unmap_free_regions(np)) unmapped = true;
+    else return NULL;
   }
-  if (!base) return NULL;
-  struct pz_region *r = pz_meta_alloc(sizeof *r);
-  uint8_t *state = pz_meta_alloc(want);
-  uint32_t *runlen = pz_meta_alloc(want * sizeof(uint32_t));
-  uint8_t *nohuge = pz_meta_alloc(want), *released = pz_meta_alloc(want);
-  uint32_t *idle_since = pz_meta_alloc(want * sizeof(uint32_t));
-  uint32_t *claim_id = pz_meta_alloc(want * sizeof(uint32_t));
-  if (!r || !state || !runlen || !nohuge || !released || !idle_since || !claim_id || !map_prepare(base, want)) {
+  if (!r) r = pz_meta_alloc(sizeof *r);
+  bool reuse = r && r->state && r->id; /* a husk: its arrays are sized for its old length */
+  size_t cap = reuse && r->cap >= want ? r->cap : want;
+  uint8_t *state = reuse && r->cap >= want ? r->state : pz_meta_alloc(cap);
+  uint32_t *runlen = reuse && r->cap >= want ? r->runlen : pz_meta_alloc(cap * sizeof(uint32_t));
+  uint8_t *nohuge = reuse && r->cap >= want ? r->nohuge : pz_meta_alloc(cap);
+  uint8_t *released = reuse && r->cap >= want ? r->released : pz_meta_alloc(cap);
+  uint32_t *idle_since = reuse && r->cap >= want ? r->idle_since : pz_meta_alloc(cap * sizeof(uint32_t));
+  uint32_t *claim_id = reuse && r->cap >= want ? r->claim_id : pz_meta_alloc(cap * sizeof(uint32_t));
+  uint8_t *rw = reuse && r->cap >= want ? r->rw : pz_meta_alloc(cap);
+  uint8_t *foreign = reuse && r->cap >= want ? r->foreign : pz_meta_alloc(cap);
+  if (!r || !state || !runlen || !nohuge || !released || !idle_since || !claim_id || !rw || !foreign ||
+      !map_prepare(base, want)) {
     pz_os_unmap(base, want << PZ_CHUNK_SHIFT);
     return NULL; /* metadata lost (never freed); we are out of memory anyway */
+  }
+  if (reuse) { /* arrays kept from the husk: back to zero */
+    memset(state, 0, want), memset(runlen, 0, want * sizeof(uint32_t)), memset(nohuge, 0, want);
+    memset(released, 0, want), memset(idle_since, 0, want * sizeof(uint32_t));
+    memset(claim_id, 0, want * sizeof(uint32_t)), memset(rw, 0, want), memset(foreign, 0, want);
   }
   advise(base, want << PZ_CHUNK_SHIFT);
   pz_os_bind_node(base, want << PZ_CHUNK_SHIFT, np->node);
   r->base = base;
-  r->nchunks = (uint32_t)want;
+  r->cap = (uint32_t)cap;
   r->nfree = (uint32_t)want;
   r->state = state; /* zero = PZ_CS_UNTOUCHED */
   r->runlen = runlen;
@@ -224,11 +282,17 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   r->released = released;
   r->idle_since = idle_since;
   r->claim_id = claim_id;
+  r->rw = rw; /* zero: reserved, PROT_NONE */
+  r->foreign = foreign;
   r->node = np->node;
-  r->id = atomic_fetch_add(&region_ids, 1) + 1;
-  atomic_load(&regions_by_id)[r->id] = r;
-  r->next = np->regions;
-  __atomic_store_n(&np->regions, r, __ATOMIC_RELEASE); /* stats walk the list without the lock */
+  r->npop = 0;
+  if (!reuse) {
+    r->id = atomic_fetch_add(&region_ids, 1) + 1;
+    atomic_load(&regions_by_id)[r->id] = r;
+    r->next = np->regions;
+  }
+  __atomic_store_n(&r->nchunks, (uint32_t)want, __ATOMIC_RELEASE);
+  if (!reuse) __atomic_store_n(&np->regions, r, __ATOMIC_RELEASE); /* stats walk the list without the lock */
   np->count[PZ_CS_UNTOUCHED] += want;
   atomic_fetch_add(&regions_made, 1);
   atomic_fetch_add(&reserved_bytes, want << PZ_CHUNK_SHIFT);
@@ -377,6 +441,90 @@ static void apply_advice(struct pz_region *r, size_t i, size_t n) {
   }
 }
 
+/* The huge-page advice chunks [i, i+n) of r should carry, again (after the
+ * program changed it, or a fresh mapping replaced it). */
+static void restore_advice(struct pz_region *r, size_t i, size_t n) {
+  if (pz_opt(PZ_OPT_THP) == PZ_THP_OPT_NEVER) advise(r->base + (i << PZ_CHUNK_SHIFT), n << PZ_CHUNK_SHIFT);
+  else if (thp_on()) apply_advice(r, i, n);
+}
+
+/* Commit chunks [i, i+n) of r where they are only reserved (the caller
+ * holds them). 0 or errno: ENOMEM at vm.max_map_count or at the commit
+ * limit (vm.overcommit_memory=2), where glibc's mmap would fail too. */
+static int commit(struct pz_region *r, size_t i, size_t n) {
+  for (size_t k = 0, e; k < n; k = e) {
+    for (e = k + 1; e < n && r->rw[i + e] == r->rw[i + k];) e++;
+    if (r->rw[i + k]) continue;
+    int err = pz_os_commit(r->base + ((i + k) << PZ_CHUNK_SHIFT), (e - k) << PZ_CHUNK_SHIFT);
+    if (err) return err;
+    memset(&r->rw[i + k], 1, e - k);
+  }
+  return 0;
+}
+
+/* Chunks [i, i+n) of r (held) are a fresh reservation now: advised and
+ * bound as the region is. */
+static void fresh_range(struct pz_region *r, size_t i, size_t n) {
+  char *p = r->base + (i << PZ_CHUNK_SHIFT);
+  advise(p, n << PZ_CHUNK_SHIFT);
+  pz_os_bind_node(p, n << PZ_CHUNK_SHIFT, r->node);
+  memset(&r->rw[i], 0, n);
+  memset(&r->foreign[i], 0, n);
+  memset(&r->nohuge[i], 0, n);
+}
+
+/* Chunks [i, i+n) of r (held, free memory) go back to the kernel: replaced
+ * by a fresh reservation (no pages, no commit charge); where the kernel
+ * refuses that (vm.max_map_count, an mlock limit) their pages are dropped
+ * and they stay committed. 0, or errno when neither could be done. */
+static int decommit(struct pz_region *r, size_t i, size_t n) {
+  char *p = r->base + (i << PZ_CHUNK_SHIFT);
+  if (pz_os_decommit(p, n << PZ_CHUNK_SHIFT) == 0) {
+    fresh_range(r, i, n);
+    return 0;
+  }
+  if (memchr(&r->foreign[i], 1, n)) return EBUSY; /* not our mapping there: never touch it */
+  return pz_os_discard(p, n << PZ_CHUNK_SHIFT);
+}
+
+/* A run the program gave back: undo whatever it set on the memory before
+ * a worker zeroes it or the next owner gets it (glibc unmaps blocks this
+ * large; they would lose it all). Reset in place (protection, locks, fork,
+ * dump and KSM flags, huge-page advice, NUMA binding), or, for what cannot
+ * be reset (the program's userfaultfd or mapping there, memory it sealed
+ * or unmapped), replaced by a fresh reservation (*fresh). False: neither
+ * worked; the chunks are never used again. */
+static bool sanitize(struct pz_region *r, size_t i, size_t n, bool *fresh) {
+  char *p = r->base + (i << PZ_CHUNK_SHIFT);
+  size_t len = n << PZ_CHUNK_SHIFT;
+  *fresh = false;
+  if (!memchr(&r->foreign[i], 1, n) && pz_os_reset(p, len) == 0) {
+    restore_advice(r, i, n);
+    pz_os_bind_node(p, len, r->node);
+    return true;
+  }
+  if (pz_os_decommit(p, len) != 0) return false;
+  fresh_range(r, i, n);
+  *fresh = true;
+  return true;
+}
+
+static void release_range(struct pz_node_pool *np, struct pz_region *r, size_t i, size_t n);
+
+/* Chunks [i + keep, i + n) of the run at i, just taken, could not be
+ * committed: free again (dirty where committed, else reserved), the run
+ * keeping `keep` chunks. */
+static void unwind(struct pz_node_pool *np, struct pz_region *r, size_t i, size_t keep, size_t n) {
+  pthread_mutex_lock(&np->lock);
+  if (!keep && (pz_map_get(r->base + (i << PZ_CHUNK_SHIFT)) & 15) == PZ_MK_SMALL) np->small_chunks -= n;
+  r->runlen[i] = (uint32_t)keep;
+  release_range(np, r, i + keep, n - keep);
+  for (size_t k = keep; k < n; k++)
+    if (!r->rw[i + k]) transition(np, r, i + k, PZ_CE_DISCARD);
+  pthread_cond_broadcast(&np->done);
+  pthread_mutex_unlock(&np->lock);
+}
+
 void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, bool *zero_out,
                      size_t *zeroed_out) {
   if (n == 0 || n > (PZ_MAX_ALLOC >> PZ_CHUNK_SHIFT)) return NULL;
@@ -387,8 +535,9 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     mode = SCORE_KEEP_READY;
   struct pz_region *r = NULL;
   long best_i = -1;
+  int best_s = -1;
   for (int tries = 0;; tries++) {
-    int best_s = -1;
+    best_s = -1;
     for (struct pz_region *q = np->regions; q; q = q->next) {
       if (q->nfree + q->npop < n) continue;
       int s;
@@ -410,9 +559,16 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     np->st.busy_waits++;
     pthread_cond_wait(&np->done, &np->lock);
   }
+  /* only ready chunks left, and the program keeps them for itself
+   * (prezero_reserve, POOL_MIN): small objects take fresh address space */
+  if (r && mode == SCORE_KEEP_READY && best_s == 0) {
+    struct pz_region *q = region_create(np, n, align);
+    int s;
+    long i = q ? find_run(q, n, align, mode, &s) : -1;
+    if (i >= 0) r = q, best_i = i;
+  }
   bool take_busy = false;
   if (!r && np->count[PZ_CS_BUSY]) { /* a run through chunks the workers hold? */
-    int best_s = -1;
     for (struct pz_region *q = np->regions; q; q = q->next) {
       int s;
       long i = q->nfree + np->count[PZ_CS_BUSY] >= n ? find_run_busy(q, n, align, mode, &s, true) : -1;
@@ -506,6 +662,10 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   pthread_mutex_unlock(&np->lock);
   if (untouched) make_room(np, untouched);
   if (readvise) apply_advice(r, (size_t)best_i, n);
+  if (commit(r, (size_t)best_i, n) != 0) { /* the map count or the commit limit: as mmap would fail */
+    unwind(np, r, (size_t)best_i, 0, n);
+    return NULL;
+  }
   if (start) pz_workers_start(np->node);
   size_t zeroed = 0;
   if ((flags & PZ_CA_ZERO) == PZ_CA_ZERO) {
@@ -567,17 +727,24 @@ static bool workers_usable(struct pz_node_pool *np) {
  * chunks the run keeps (0 when the whole run goes). */
 static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, size_t n) {
   struct pz_node_pool *np = &pz_nodes[r->node];
-  char *p = r->base + (i << PZ_CHUNK_SHIFT);
+  bool fresh, ok = sanitize(r, i, n, &fresh);
   bool workers = workers_usable(np), over = over_max(np, n);
-  bool discard = !workers && over && pz_os_discard(p, n << PZ_CHUNK_SHIFT) == 0;
+  bool discard = ok && !fresh && !workers && over && decommit(r, i, n) == 0;
   pthread_mutex_lock(&np->lock);
   if ((pz_map_get(r->base + (head << PZ_CHUNK_SHIFT)) & 15) == PZ_MK_SMALL) np->small_chunks -= n;
   r->runlen[head] = (uint32_t)keep;
+  if (!ok) { /* sealed, or another mapping sits there: in use for ever, unknown to free() */
+    if (i != head) set_state(np, r, i, PZ_CS_USED);
+    r->runlen[i] = (uint32_t)n;
+    pz_map_set_range(r->base + (i << PZ_CHUNK_SHIFT), n, PZ_MK_NONE, 0);
+    pthread_mutex_unlock(&np->lock);
+    return;
+  }
   release_range(np, r, i, n);
-  if (discard) {
+  if (discard || fresh) {
     for (size_t k = 0; k < n; k++) {
       transition(np, r, i + k, PZ_CE_DISCARD);
-      r->released[i + k] = 1;
+      r->released[i + k] = discard;
     }
     np->st.discarded_bytes += n << PZ_CHUNK_SHIFT;
   }
@@ -598,17 +765,14 @@ void pz_chunk_free(void *base) {
   free_range(r, i, 0, i, r->runlen[i]);
 }
 
-/* Map fresh memory into the hole that a move left at chunks [i, i+n) of
- * r, advised and bound as the region is (the flags say: fresh, huge
- * pages). False when something is mapped there. */
-static bool refill(struct pz_region *r, size_t i, size_t n) {
-  char *p = r->base + (i << PZ_CHUNK_SHIFT);
-  size_t len = n << PZ_CHUNK_SHIFT;
-  if (pz_os_remap_fresh(p, len) != 0) return false;
-  advise(p, len);
-  pz_os_bind_node(p, len, r->node);
-  for (size_t k = 0; k < n; k++) r->nohuge[i + k] = 0;
-  return true;
+/* Map a fresh reservation into the hole that a move left at chunks
+ * [i, i+n) of r, advised and bound as the region is, and committed when
+ * `rw` (it is written next). False when something is mapped there, or
+ * (rw) it cannot be committed. */
+static bool refill(struct pz_region *r, size_t i, size_t n, bool rw) {
+  if (pz_os_remap_fresh(r->base + (i << PZ_CHUNK_SHIFT), n << PZ_CHUNK_SHIFT) != 0) return false;
+  fresh_range(r, i, n);
+  return !rw || commit(r, i, n) == 0;
 }
 
 /* mremap chunks [i, i+n) of r onto chunks [j, j+n) of q (ours). PZ_MOVED;
@@ -627,7 +791,7 @@ static int move_pages(struct pz_region *r, size_t i, struct pz_region *q, size_t
   if (!pz_os_one_mapping(src, len)) return MOVE_SPLIT;
   if (pz_os_move(src, len, dst, len) == 0) return PZ_MOVED;
   if (pz_os_mapped(dst, len)) return PZ_MOVE_NO;
-  return refill(q, j, n) ? PZ_MOVE_NO : PZ_MOVE_LOST;
+  return refill(q, j, n, true) ? PZ_MOVE_NO : PZ_MOVE_LOST;
 }
 
 int pz_chunk_move(void *from, void *to) {
@@ -647,7 +811,7 @@ int pz_chunk_move(void *from, void *to) {
   if (res == PZ_MOVE_LOST) {
     /* chunks [moved, moved+step) of `to` are gone: put what moved back
      * into `from` (a copy) and give the rest of `to` up */
-    if (moved && !refill(r, i, moved)) /* both holes taken: nothing left to stand on */
+    if (moved && !refill(r, i, moved, true)) /* both holes taken: nothing left to stand on */
       pz_fatal("mremap failed and %p could not be mapped again", from);
     memcpy(src, dst, len);
     if (moved) free_range(q, j, 0, j, moved);
@@ -665,7 +829,7 @@ int pz_chunk_move(void *from, void *to) {
   if (thp_on()) apply_advice(q, j, moved);
   /* the moved part of `from` is a hole now: map fresh zero memory back so
    * the region stays whole; what was copied is freed as any run is */
-  bool refilled = refill(r, i, moved);
+  bool refilled = refill(r, i, moved, false);
   if (moved < n) free_range(r, i, moved, i + moved, n - moved);
   if (!refilled) {
     /* someone else's mapping may sit there now: the chunks stay USED forever
@@ -709,6 +873,10 @@ bool pz_chunk_grow(void *base, size_t n) {
     pz_map_set_range(r->base + ((i + old) << PZ_CHUNK_SHIFT), n - old, PZ_MK_LARGE_TAIL, r->id);
   }
   pthread_mutex_unlock(&np->lock);
+  if (ok && commit(r, i + old, n - old) != 0) {
+    unwind(np, r, i, old, n);
+    return false;
+  }
   return ok;
 }
 
@@ -758,7 +926,7 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   /* one flag, but maybe still two mappings (pages moved in, or faulted
    * under another anon_vma): asked first, as a failed move can take dst */
   bool moved = pz_os_one_mapping(src, len) && pz_os_move(src, len, dst, dst_len) == 0;
-  bool refilled = moved && refill(best, best_i, best_n);
+  bool refilled = moved && refill(best, best_i, best_n, false);
   pthread_mutex_lock(&np->lock);
   for (size_t k = 0; k < best_n; k++) {
     size_t i = best_i + k;
@@ -1050,12 +1218,21 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
   }
 }
 
+bool pz_pool_commit(const struct pz_claim *c) { return commit(c->region, c->start, c->n) == 0; }
+
+bool pz_pool_give_back(const struct pz_claim *c) { return decommit(c->region, c->start, c->n) == 0; }
+
 void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, const bool *ok) {
   struct pz_node_pool *np = &pz_nodes[node];
   pthread_mutex_lock(&np->lock);
   for (size_t c = 0; c < n; c++) {
     const struct pz_claim *cl = &claims[c];
-    enum pz_chunk_event done = !ok[c] ? PZ_CE_UNCLAIM : cl->discard ? PZ_CE_DISCARD : PZ_CE_ZEROED;
+    /* a failed populate (or commit) left the chunk reading zero, maybe not
+     * even committed: untouched, not dirty */
+    bool unpopulated = !ok[c] && !cl->discard && cl->from == PZ_CS_UNTOUCHED;
+    enum pz_chunk_event done = unpopulated ? PZ_CE_DISCARD : !ok[c] ? PZ_CE_UNCLAIM
+                               : cl->discard                    ? PZ_CE_DISCARD
+                                                                : PZ_CE_ZEROED;
     for (size_t k = 0; k < cl->n; k++) {
       size_t i = cl->start + k;
       uint8_t st = cl->region->state[i];
@@ -1143,7 +1320,7 @@ int pz_chunk_reserve(size_t bytes) {
     for (size_t k = 0; k < nc; k++) {
       char *p = r->base + (c[k].start << PZ_CHUNK_SHIFT);
       size_t len = c[k].n << PZ_CHUNK_SHIFT;
-      if (c[k].from == PZ_CS_UNTOUCHED) ok[k] = pz_populate(p, len);
+      if (c[k].from == PZ_CS_UNTOUCHED) ok[k] = commit(r, c[k].start, c[k].n) == 0 && pz_populate(p, len);
       else pz_zero(p, len), ok[k] = true;
       all &= ok[k];
     }
@@ -1172,7 +1349,7 @@ static size_t shrink_node(unsigned node, size_t give, size_t floor) {
     if (!nr) break;
     bool ok[16];
     for (size_t k = 0; k < nr; k++) {
-      ok[k] = pz_os_discard(c[k].region->base + (c[k].start << PZ_CHUNK_SHIFT), c[k].n << PZ_CHUNK_SHIFT) == 0;
+      ok[k] = decommit(c[k].region, c[k].start, c[k].n) == 0;
       if (ok[k]) done += c[k].n;
     }
     /* an allocation may have taken some of it meanwhile: complete hands over */

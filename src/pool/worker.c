@@ -90,7 +90,7 @@ static void *worker_main(void *arg) {
       char *p = c[k].region->base + (c[k].start << PZ_CHUNK_SHIFT);
       size_t len = c[k].n << PZ_CHUNK_SHIFT;
       if (c[k].discard) {
-        ok[k] = pz_os_discard(p, len) == 0;
+        ok[k] = pz_pool_give_back(&c[k]);
       } else if (c[k].from == PZ_CS_DIRTY && pz_kernel.kernel_prezeroes) {
         /* the kernel zeroes freed pages itself: give the chunk back and
          * fault in a page it has already zeroed */
@@ -100,7 +100,7 @@ static void *worker_main(void *arg) {
         pz_zero(p, len);
         ok[k] = true;
       } else {
-        ok[k] = pz_populate(p, len);
+        ok[k] = pz_pool_commit(&c[k]) && pz_populate(p, len);
       }
       bytes += len;
     }

@@ -62,7 +62,7 @@ static void *fake_mremap(void *o, size_t ol, size_t nl, int f, void *na) {
 static int setup(void **state) {
   (void)state;
   pz_os_default_hooks(&real);
-  struct pz_os_hooks h = {fake_mmap, real.munmap, fake_madvise, fake_mremap};
+  struct pz_os_hooks h = {fake_mmap, real.munmap, fake_madvise, fake_mremap, real.mprotect};
   pz_os_set_hooks(&h);
   return 0;
 }
