@@ -81,6 +81,8 @@ PZ_HIDDEN size_t pz_snprintf(char *buf, size_t cap, const char *fmt, ...)
 PZ_HIDDEN void pz_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 PZ_HIDDEN void pz_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 PZ_HIDDEN _Noreturn void pz_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A bad pointer passed to fn (free, realloc, ...): one line naming it, abort. */
+PZ_HIDDEN _Noreturn PZ_COLD void pz_bad_pointer(const char *fn, const char *what, const void *p);
 PZ_HIDDEN void pz_write_stderr(const char *s, size_t n);
 PZ_HIDDEN void pz_debug_poison(void *b, size_t size);
 PZ_HIDDEN void pz_debug_check_poison(void *b, size_t size);
@@ -644,6 +646,8 @@ PZ_HIDDEN void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why)
 /* b carries the free key: abort if it really is free, return if the program
  * merely stored the key's value there. */
 PZ_HIDDEN PZ_COLD void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b);
+/* b carries the free key: whether it really is free. */
+PZ_HIDDEN PZ_COLD bool pz_small_is_free(pz_heap *h, pz_page *pg, pz_block *b);
 PZ_HIDDEN PZ_COLD void pz_small_free_invalid(const void *p);
 PZ_HIDDEN size_t pz_small_usable(const void *p, const pz_chunk *c);
 PZ_HIDDEN bool pz_small_grow_medium(pz_page *pg, size_t size); /* in place, owner only */
@@ -816,7 +820,7 @@ static inline void pz_ensure_init(void) {
   if (PZ_UNLIKELY(atomic_load_explicit(&pz_init_state, memory_order_acquire) != 2))
     pz_init_slow();
 }
-PZ_HIDDEN _Noreturn void pz_bad_pointer(const char *what, const void *p);
+
 
 /* api/api.c: the implementation behind both prefixes. */
 PZ_HIDDEN void *pz_malloc(size_t size);

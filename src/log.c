@@ -136,3 +136,5 @@ void pz_debug_check_poison(void *b, size_t size) {
     if (p[i] != PZ_POISON)
       pz_fatal("write after free detected: block %p (size %zu) byte %zu changed to 0x%x", b, size, i, p[i]);
 }
+
+void pz_bad_pointer(const char *fn, const char *what, const void *p) { pz_fatal("%s(): %s: %p", fn, what, p); }

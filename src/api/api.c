@@ -82,7 +82,10 @@ size_t pz_usable_size(const void *p) {
   uint32_t e = pz_map_get(p);
   if ((e & 15) == PZ_MK_SMALL) {
     pz_page *pg = pz_small_page_of(pz_chunk_of(p), p);
-    return pg ? pg->block_size - (size_t)((const char *)p - pg->start) % pg->block_size : 0;
+    if (!pg) return 0;
+    pz_block *b = (pz_block *)p; /* freed: 0, as glibc answers for a chunk not in use */
+    if (pz_block_index(pg, p) >= 0 && (b->key | 2) == pz_xc_key && pz_small_is_free(pz_tls_heap, pg, b)) return 0;
+    return pg->block_size - (size_t)((const char *)p - pg->start) % pg->block_size;
   }
   if ((e & 15) == PZ_MK_LARGE && ((uintptr_t)p & PZ_CHUNK_MASK) == 0) return pz_large_usable(p);
   return 0;
@@ -98,8 +101,10 @@ void *pz_realloc(void *p, size_t size) {
   size_t old;
   if (classify(p, pz_map_get(p), "realloc") == K_SMALL) {
     pz_page *pg = pz_small_page_of(pz_chunk_of(p), p);
-    if (!pg || (size_t)((char *)p - pg->start) % pg->block_size)
-      pz_fatal("realloc(): invalid pointer: %p", p);
+    if (!pg || pz_block_index(pg, p) < 0) pz_bad_pointer("realloc", "invalid pointer", p);
+    pz_block *b = p; /* a freed block carries the free key, as free() checks */
+    if (pz_opt(PZ_OPT_CHECKS) && (b->key | 2) == pz_xc_key && pz_small_is_free(pz_tls_heap, pg, b))
+      pz_bad_pointer("realloc", "pointer already freed", p);
     old = pg->block_size;
     if (size <= old && (size > old / 2 || old <= 64)) return p; /* fits; not too roomy */
     if (size > old && size < (size_t)pz_opt(PZ_OPT_LARGE_THRESHOLD) && pz_small_grow_medium(pg, size)) {
@@ -178,14 +183,17 @@ void *pz_pvalloc(size_t size) {
   return alloc_aligned(PZ_PAGE_SIZE, rounded);
 }
 
+/* A freed pointer has no usable size: free() then names the double free. */
 void pz_free_sized(void *p, size_t size) {
-  if (p && pz_opt(PZ_OPT_CHECKS) && size > pz_usable_size(p))
+  size_t usable = p && pz_opt(PZ_OPT_CHECKS) ? pz_usable_size(p) : 0;
+  if (usable && size > usable)
     pz_fatal("free_sized(): size %zu larger than the block at %p", size, p);
   pz_free(p);
 }
 
 void pz_free_aligned_sized(void *p, size_t align, size_t size) {
-  if (p && pz_opt(PZ_OPT_CHECKS) && ((uintptr_t)p % (align ? align : 1) || size > pz_usable_size(p)))
+  size_t usable = p && pz_opt(PZ_OPT_CHECKS) ? pz_usable_size(p) : 0;
+  if (usable && ((uintptr_t)p % (align ? align : 1) || size > usable))
     pz_fatal("free_aligned_sized(): alignment %zu or size %zu does not match the block at %p",
              align, size, p);
   pz_free(p);

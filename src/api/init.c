@@ -102,7 +102,3 @@ __attribute__((constructor)) static void pz_constructor(void) {
 __attribute__((destructor)) static void pz_destructor(void) {
   if (pz_opt(PZ_OPT_STATS)) pz_stats_print_fd(2);
 }
-
-void pz_bad_pointer(const char *what, const void *p) {
-  pz_fatal("free(): %s: %p", what, p);
-}

@@ -476,20 +476,24 @@ void pz_small_bad_link(const pz_page *pg, const pz_block *b) {
            "(use after free, or an overflow from the block before)", (const void *)b, pg->block_size);
 }
 
-void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
+bool pz_small_is_free(pz_heap *h, pz_page *pg, pz_block *b) {
   /* in some heap's xc (not looked up: those are other threads' arrays) */
-  if (b->key == pz_xc_key) pz_bad_pointer("double free", b);
+  if (b->key == pz_xc_key) return true;
   if (atomic_load_explicit(&pg->heap, memory_order_relaxed) == h) {
     for (pz_block *x = pg->free; x; x = pz_link_next(pg, x))
-      if (x == b) pz_bad_pointer("double free", b);
+      if (x == b) return true;
     for (pz_block *x = pg->local_free; x; x = pz_link_next(pg, x))
-      if (x == b) pz_bad_pointer("double free", b);
+      if (x == b) return true;
     uintptr_t xf = atomic_load_explicit(&pg->xfree, memory_order_acquire);
     for (pz_block *x = PZ_XF_PTR(xf); x; x = pz_link_next(pg, x))
-      if (x == b) pz_bad_pointer("double free", b);
-    return; /* the program stored our key: not a double free */
+      if (x == b) return true;
+    return false; /* the program stored our key: not a free block */
   }
-  pz_bad_pointer("double free", b);
+  return true; /* another heap's page: its lists are not ours to walk; the key is random */
+}
+
+void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
+  if (pz_small_is_free(h, pg, b)) pz_bad_pointer("free", "double free", b);
 }
 
 /* One attempt to push b onto pg's remote-free stack (counted), expecting
@@ -601,7 +605,7 @@ static void xc_flush(pz_heap *h) {
 }
 
 void pz_small_free_invalid(const void *p) {
-  pz_bad_pointer("invalid pointer (not the start of a block in use)", p);
+  pz_bad_pointer("free", "invalid pointer (not the start of a block in use)", p);
 }
 
 void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {

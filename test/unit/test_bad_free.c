@@ -103,6 +103,43 @@ static void *free_in_thread(void *p) {
   prezero_free(p);
   return NULL;
 }
+/* realloc checks a small block as free() does: a freed block that still
+ * fits (the in-place path) or must move, freed here or by another thread
+ * (kept in that thread's cache of remote blocks) */
+static void do_realloc_freed_small_fits(char *t) {
+  (void)t;
+  void *keep = prezero_malloc(64), *p = prezero_malloc(64);
+  (void)keep;
+  prezero_free(p);
+  report_ptr(p);
+  prezero_realloc(p, 40);
+}
+static void do_realloc_freed_small_grows(char *t) {
+  (void)t;
+  void *keep = prezero_malloc(64), *p = prezero_malloc(64);
+  (void)keep;
+  prezero_free(p);
+  report_ptr(p);
+  prezero_realloc(p, 1000);
+}
+static void do_realloc_freed_small_remote(char *t) {
+  (void)t;
+  void *p = prezero_malloc(96);
+  pthread_t th;
+  pthread_create(&th, NULL, free_in_thread, p);
+  pthread_join(th, NULL);
+  report_ptr(p);
+  prezero_realloc(p, 50);
+}
+/* malloc_usable_size of a freed block is 0, as glibc answers */
+static void usable_size_of_freed(void **s) {
+  (void)s;
+  void *keep = prezero_malloc(128), *p = prezero_malloc(128);
+  assert_true(prezero_malloc_usable_size(p) >= 128);
+  prezero_free(p);
+  assert_int_equal(prezero_malloc_usable_size(p), 0);
+  prezero_free(keep);
+}
 static void do_double_free_cross_thread(char *t) {
   (void)t;
   void *p = prezero_malloc(64);
@@ -266,6 +303,9 @@ ABORT_TEST(interior_pointer_large, do_interior_free_large, "invalid pointer")
 ABORT_TEST(stack_pointer, do_stack_free, "not allocated by prezero")
 ABORT_TEST(foreign_pointer, do_foreign_free, "not allocated by prezero")
 ABORT_TEST(realloc_of_freed, do_realloc_freed, "realloc()")
+ABORT_TEST(realloc_of_freed_small_fits, do_realloc_freed_small_fits, "realloc(): pointer already freed")
+ABORT_TEST(realloc_of_freed_small_grows, do_realloc_freed_small_grows, "realloc(): pointer already freed")
+ABORT_TEST(realloc_of_freed_small_remote, do_realloc_freed_small_remote, "realloc(): pointer already freed")
 ABORT_TEST(double_free_cached_owner, do_double_free_cached_owner, "double free")
 ABORT_TEST(double_free_cached_twice, do_double_free_cached_twice, "double free")
 
@@ -279,7 +319,9 @@ int main(void) {
       cmocka_unit_test(uaf_link_zeroed),        cmocka_unit_test(overflow_into_free),
       cmocka_unit_test(uaf_link_remote),        cmocka_unit_test(uaf_link_remote_trim),
       cmocka_unit_test(links_encoded),          cmocka_unit_test(double_free_cached_owner),
-      cmocka_unit_test(double_free_cached_twice),
+      cmocka_unit_test(double_free_cached_twice), cmocka_unit_test(realloc_of_freed_small_fits),
+      cmocka_unit_test(realloc_of_freed_small_grows), cmocka_unit_test(realloc_of_freed_small_remote),
+      cmocka_unit_test(usable_size_of_freed),
 #if PZ_DEBUG
       cmocka_unit_test(write_after_free),
 #endif
