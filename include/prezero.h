@@ -83,16 +83,16 @@ struct prezero_stats {
   uint64_t pool_huge_bytes;        /* now: of which mapped by huge pages */
   int huge_source;                 /* how the two above were measured: 1 PAGEMAP_SCAN, 2 smaps, 0 not */
   /* version 4: mmaps */
-  uint64_t mmap_served;            /* mmaps that got ready chunks (PREZERO_MMAP) */
+  uint64_t mmap_served;            /* MAP_POPULATE mmaps that got ready chunks (PREZERO_MMAP) */
   uint64_t mmap_ready_bytes;       /* ... bytes moved in ready */
   uint64_t faults_injected;        /* OS calls failed on purpose (PREZERO_FAULTS, debug build) */
   /* version 5: first touches of served mmaps answered by userfaultfd (PREZERO_UFFD) */
-  uint64_t uffd_mappings;          /* mmaps registered */
+  uint64_t uffd_mappings;          /* ranges registered (mmaps, MADV_HUGEPAGE) */
   uint64_t uffd_faults;            /* faults the handler answered */
   uint64_t uffd_moved_bytes;       /* ... by moving ready huge pages in */
-  uint64_t uffd_ahead_bytes;       /* of those, moved in ahead of touches in address order */
+  uint64_t uffd_ahead_bytes;       /* always 0: nothing is moved in ahead of a touch (kept for the ABI) */
   uint64_t uffd_copied_bytes;      /* ... with nothing ready: by copying zeros in (4 KiB pages) */
-  uint64_t uffd_fallbacks;         /* ... by filling one 4 KiB page with zeros, as the kernel does */
+  uint64_t uffd_fallbacks;         /* ... by zero pages (read faults), or one 4 KiB page as the kernel does */
 };
 #define PREZERO_STATS_VERSION 5
 

@@ -142,6 +142,9 @@ PZ_HIDDEN bool pz_os_mapped(void *p, size_t len);
  * bytes read (NUL-terminated) or -errno. */
 PZ_HIDDEN ssize_t pz_os_read_file(const char *path, char *buf, size_t cap);
 PZ_HIDDEN pid_t pz_os_gettid(void);
+/* ioctl(2) itself: libprezero.so exports ioctl (large/mmap.c), and a call
+ * of ours must not come back through it. Returns -1 with errno set. */
+PZ_HIDDEN int pz_os_ioctl(int fd, unsigned long request, void *arg);
 /* Adds [p, p+len)'s resident and huge-page bytes (PAGEMAP_SCAN); errno when
  * the kernel lacks it. */
 PZ_HIDDEN int pz_os_pagemap_huge(void *p, size_t len, size_t *present, size_t *huge);
@@ -241,6 +244,8 @@ PZ_HIDDEN size_t pz_probe_cgroup_usage(void);
 /* Alignment of ranges given back: 2 MiB or the page reporting order's. */
 PZ_HIDDEN size_t pz_release_align(void);
 PZ_HIDDEN bool pz_probe_collapse(void); /* tries it once (a 2 MiB collapse) */
+/* The system's THP mode now (an administrator may change it at run time). */
+PZ_HIDDEN enum pz_thp_mode pz_probe_thp_now(void);
 
 /* ==================================================================== options.c
  * One table; values read from environ without allocating. */
@@ -772,10 +777,14 @@ PZ_HIDDEN void *pz_large_alloc(size_t size, size_t align, bool zero);
 PZ_HIDDEN void pz_large_free(void *p);
 PZ_HIDDEN void *pz_large_realloc(void *p, size_t size);
 PZ_HIDDEN size_t pz_large_usable(const void *p);
-/* mmap(2) for PREZERO_MMAP: large private anonymous read/write mappings get
- * their first part from ready chunks (moved in with mremap: the result is
- * one ordinary mapping); everything else is passed to the kernel. */
+/* The program's memory calls, made as asked and then served or kept out of
+ * our way (large/mmap.c): mmap (PREZERO_MMAP), madvise, ioctl
+ * (UFFDIO_REGISTER), mlockall, munlockall. */
 PZ_HIDDEN void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+PZ_HIDDEN int pz_madvise(void *p, size_t len, int advice);
+PZ_HIDDEN int pz_ioctl(int fd, unsigned long request, void *arg);
+PZ_HIDDEN int pz_mlockall(int flags);
+PZ_HIDDEN int pz_munlockall(void);
 /* Move up to `max` ready chunks (one run) to dst, as the head of a mapping
  * of dst_len bytes replacing [dst, dst+dst_len). Returns chunks moved (0:
  * none ready, or the move failed and nothing changed). */
@@ -787,14 +796,34 @@ PZ_HIDDEN size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len);
  * move (shared with a forked child since): give them back, the workers
  * fault in fresh ones. */
 PZ_HIDDEN size_t pz_chunk_lend_ready(unsigned node, void **out, size_t max);
-PZ_HIDDEN void pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale);
+/* False when the pool lock was busy: nothing done, call again later (the
+ * userfaultfd threads never wait for it; nor does the lend above). */
+PZ_HIDDEN bool pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale);
+/* Some chunk overlapping [p, p+len) is ours (lock-free). */
+PZ_HIDDEN bool pz_chunk_overlaps(const void *p, size_t len);
+/* The program mapped over [p, p+len), or registered it with its own
+ * userfaultfd: chunks of ours there are never touched by us again (free
+ * ones leave the pool; one in use is replaced when it comes back). */
+PZ_HIDDEN void pz_chunk_clobbered(const void *p, size_t len);
+/* Before mlockall(MCL_CURRENT): free chunks committed but empty become
+ * plain reservations (the kernel would populate and lock them). */
+PZ_HIDDEN void pz_chunk_drop_committed_untouched(void);
 /* The node's pool has, or keeps, ready chunks (a racy look, no lock). */
 PZ_HIDDEN bool pz_pool_serves(unsigned node);
 PZ_HIDDEN bool pz_chunk_small_pages(const void *chunk);
-/* large/uffd.c: serve first touches of [p, p+len) (2 MiB-aligned start) by
- * moving ready chunks in (UFFDIO_MOVE). False when userfaultfd cannot be
- * used here (the mapping is then left as it was). */
+/* large/uffd.c: the userfaultfd service. Register [p, p+len): first writes
+ * of its whole 2 MiB blocks get ready huge pages from node's pool. False when
+ * it cannot be served (no service here, the range is not private anonymous,
+ * or the program registered it itself). */
 PZ_HIDDEN bool pz_uffd_register(void *p, size_t len, unsigned node);
+/* Our registrations overlapping [p, p+len), or all of them, go (the
+ * kernel answers those faults from then on). */
+PZ_HIDDEN void pz_uffd_unregister(const void *p, size_t len);
+PZ_HIDDEN void pz_uffd_unregister_all(void);
+/* Move ready chunks into the whole 2 MiB blocks of [p, p+len) (nothing
+ * present yet) now, from the first; returns bytes moved (MAP_POPULATE). */
+PZ_HIDDEN size_t pz_uffd_fill(void *p, size_t len, unsigned node);
+PZ_HIDDEN void pz_uffd_init(void);
 PZ_HIDDEN void pz_uffd_postfork(bool child);
 /* Why served mmaps will not use userfaultfd here (NULL: they will). */
 PZ_HIDDEN const char *pz_uffd_why_not(void);

@@ -153,9 +153,8 @@ void pz_stats_print_fd(int fd) {
   line(fd, "  served by userfaultfd", st.uffd_mappings, NULL);
   line(fd, "  first-touch faults answered", st.uffd_faults, NULL);
   line(fd, "    by moving huge pages in", st.uffd_moved_bytes, "B");
-  line(fd, "      of which ahead of touches", st.uffd_ahead_bytes, "B");
   line(fd, "    by copying zeros in", st.uffd_copied_bytes, "B");
-  line(fd, "    by one 4 KiB zero page", st.uffd_fallbacks, NULL);
+  line(fd, "    by zero pages (reads) or one 4 KiB page", st.uffd_fallbacks, NULL);
   line(fd, "large realloc by mremap", st.realloc_moved, NULL);
   line(fd, "realloc in place", st.realloc_in_place, NULL);
   line(fd, "thread heaps", st.heaps, NULL);

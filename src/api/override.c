@@ -5,6 +5,9 @@
  * rename mmap to mmap64: we define both names ourselves. */
 #undef _FILE_OFFSET_BITS
 #include <errno.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,13 +31,24 @@ PZ_EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { pz_free_aligned
 PZ_EXPORT int malloc_trim(size_t pad) { return pz_trim(pad); }
 PZ_EXPORT void cfree(void *p) { pz_free(p); }
 
-/* Large anonymous mappings (PREZERO_MMAP): see large/mmap.c. */
+/* The program's memory calls (PREZERO_MMAP, and what keeps prezero out of
+ * the program's way): see large/mmap.c. */
 PZ_EXPORT void *mmap(void *a, size_t n, int prot, int flags, int fd, off_t off) {
   return pz_mmap(a, n, prot, flags, fd, off);
 }
 PZ_EXPORT void *mmap64(void *a, size_t n, int prot, int flags, int fd, off_t off) {
   return pz_mmap(a, n, prot, flags, fd, off);
 }
+PZ_EXPORT int madvise(void *a, size_t n, int advice) { return pz_madvise(a, n, advice); }
+PZ_EXPORT int ioctl(int fd, unsigned long request, ...) {
+  va_list ap;
+  va_start(ap, request);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  return pz_ioctl(fd, request, arg);
+}
+PZ_EXPORT int mlockall(int flags) { return pz_mlockall(flags); }
+PZ_EXPORT int munlockall(void) { return pz_munlockall(); }
 
 /* glibc's internal names, which some programs and tools call directly */
 PZ_EXPORT void *__libc_malloc(size_t n) { return pz_malloc(n); }

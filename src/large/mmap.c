@@ -1,31 +1,46 @@
-/* Large anonymous mmaps served from the pool (PREZERO_MMAP, on by default).
+/* The program's own memory calls: mmap, madvise, ioctl (UFFDIO_REGISTER),
+ * mlockall and munlockall pass through here (override.c) on their way to
+ * the kernel. Every call is made exactly as the program asked, first; what
+ * prezero adds never changes its result, its errno or what the program's
+ * memory holds:
  *
- * Only mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
- * [|MAP_POPULATE], -1, 0) with len >= PREZERO_MMAP_THRESHOLD is served;
- * fixed addresses, other protections (PROT_NONE reservations), other flags
- * (MAP_NORESERVE, MAP_SHARED, MAP_HUGETLB, ...) and files go straight to the
- * kernel, and so does every call before prezero is initialised.
+ * mmap: a large private anonymous read/write mapping (PREZERO_MMAP, at
+ *   least PREZERO_MMAP_THRESHOLD, MAP_NORESERVE and MAP_FIXED allowed) is
+ *   served from the pool where the kernel itself would back it with huge
+ *   pages: in THP "always" mode at once, in "madvise" mode once the program
+ *   madvises MADV_HUGEPAGE over it (as VMMs do with guest RAM). Served
+ *   means: its 2 MiB-aligned interior is registered with the userfaultfd
+ *   service (uffd.c), which answers each first write of a block with a
+ *   ready huge page. Never when the process or the system turned huge pages
+ *   off, nor under mlockall(MCL_FUTURE) (the kernel populates it at once).
+ *   With MAP_POPULATE the mapping is made without it, ready chunks are
+ *   moved into its head (by the service, or without userfaultfd by mremap),
+ *   and the rest is populated by helper threads: all of it is present on
+ *   return, as the kernel promises. Without userfaultfd nothing else is
+ *   served: a plain mapping the program may use sparsely gets nothing from
+ *   the pool (the memory would stay resident for good).
+ *   MAP_FIXED over memory of ours (a program bug, or a program mapping a
+ *   file over a block it allocated): those chunks are never touched by
+ *   prezero again (pz_chunk_clobbered).
+ * madvise: MADV_HUGEPAGE serves the range (above); MADV_NOHUGEPAGE stops
+ *   serving it, so the kernel's 4 KiB pages come as asked.
+ * ioctl: before the program registers a range with its own userfaultfd,
+ *   our registration there goes, so its UFFDIO_REGISTER succeeds and every
+ *   page it never touched faults to its handler, as without prezero.
+ * mlockall: MCL_CURRENT first unregisters everything (the kernel then
+ *   populates it natively) and turns empty committed chunks back into
+ *   reservations; MCL_FUTURE is remembered (pz_mcl_future).
  *
- * How: reserve a 2 MiB-aligned range of len bytes. Then, where the pool
- * has or keeps ready chunks and userfaultfd can be used (PREZERO_UFFD,
- * uffd.c), register it: each first touch of a 2 MiB block is answered by
- * moving a ready huge page in, wherever the program touches, and nothing
- * is spent on blocks it never touches. Otherwise (and for MAP_POPULATE,
- * which wants it all at once) move the longest run of ready chunks to its
- * start with mremap, growing the moved mapping to len; MAP_POPULATE then
- * populates the rest with helper threads. Either way the program gets one
- * ordinary private anonymous mapping (one VMA, THP-eligible): munmap (also
- * partial), mremap, mprotect, madvise, mlock and fork behave exactly as on
- * any other, because it is one; the pool never sees that memory again.
- * Sparse reservations stay sparse.
- *
- * Why on by default: the memory was already resident in the pool, so a
- * served mapping costs no RSS the program would not have paid on touch,
- * and a VMM's guest RAM arrives resident; the cost is ~5 system calls and
- * a page-table move (~50 us for 64 MiB), or ~10 us per 2 MiB touched,
- * against 10-40x that in faults. */
+ * Calls made before prezero is initialised go straight to the kernel.
+ * mmap may be called from a signal handler (it is async-signal-safe): no
+ * lock here is waited for that a thread inside malloc may hold. */
 #include <errno.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -33,56 +48,115 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-static void *kernel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-  return pz_os.mmap(addr, len, prot, flags, fd, off);
+static bool ready(void) { return atomic_load_explicit(&pz_init_state, memory_order_acquire) == 2; }
+
+/* Huge pages are allowed for the process and the system now (the kernel
+ * would use them where the mapping asks). */
+static bool thp_allowed(void) {
+  if (pz_opt(PZ_OPT_THP) == PZ_THP_OPT_NEVER || prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) > 0) return false;
+  enum pz_thp_mode m = pz_probe_thp_now();
+  return m == PZ_THP_ALWAYS || m == PZ_THP_MADVISE || pz_opt(PZ_OPT_THP) == PZ_THP_OPT_ALWAYS;
+}
+
+/* The 2 MiB-aligned interior [*a, *b) of [p, p+len); false when empty. */
+static bool interior(void *p, size_t len, uintptr_t *a, uintptr_t *b) {
+  *a = pz_align_up((uintptr_t)p, PZ_CHUNK_SIZE);
+  *b = ((uintptr_t)p + len) & ~(uintptr_t)PZ_CHUNK_MASK;
+  return *b > *a;
+}
+
+/* Serve [p, p+len) lazily: first writes of its whole 2 MiB blocks get
+ * ready huge pages. Registered whole, not just its aligned interior: a
+ * registration splits the VMA where it ends, and a mapping of several VMAs
+ * cannot be grown by mremap (EFAULT). */
+static void serve(void *p, size_t len) {
+  uintptr_t a, b;
+  unsigned node = pz_topo_current_node();
+  if (interior(p, len, &a, &b) && !pz_uffd_why_not() && pz_pool_serves(node) && thp_allowed() &&
+      !pz_chunk_overlaps(p, len))
+    pz_uffd_register(p, pz_align_up(len, PZ_PAGE_SIZE), node);
+}
+
+/* MAP_POPULATE: ready chunks at the head, the rest populated by helpers. */
+static void populate(void *p, size_t len, int flags) {
+  uintptr_t a, b;
+  unsigned node = pz_topo_current_node();
+  size_t moved = 0;
+  if (interior(p, len, &a, &b) && pz_pool_serves(node) && thp_allowed()) {
+    if (!pz_uffd_why_not()) {
+      moved = pz_uffd_fill(p, pz_align_up(len, PZ_PAGE_SIZE), node);
+    } else if (!(flags & MAP_FIXED) && (uintptr_t)p == a) {
+      /* without userfaultfd: the longest ready run moved to the head with
+       * mremap (the mapping there is the pool's then: same protection,
+       * huge-page advice) */
+      moved = pz_chunk_lend((b - a) >> PZ_CHUNK_SHIFT, (void *)a, b - a) << PZ_CHUNK_SHIFT;
+    }
+  }
+  if (moved) {
+    atomic_fetch_add_explicit(&pz_gstats.mmap_served, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pz_gstats.mmap_moved_bytes, moved, memory_order_relaxed);
+  }
+  /* what is still missing; the kernel ignores population failures too */
+  pz_populate_parallel(p, len, node, false);
 }
 
 void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-  const int served = MAP_PRIVATE | MAP_ANONYMOUS;
-  if (addr || fd != -1 || off || prot != (PROT_READ | PROT_WRITE) || (flags & ~MAP_POPULATE) != served ||
-      atomic_load_explicit(&pz_init_state, memory_order_acquire) != 2 || !pz_opt(PZ_OPT_MMAP) ||
-      len < (size_t)pz_opt(PZ_OPT_MMAP_THRESHOLD) || len > PZ_MAX_ALLOC ||
-      pz_opt(PZ_OPT_THP) == PZ_THP_OPT_NEVER)
-    return kernel_mmap(addr, len, prot, flags, fd, off);
+  const int plain = MAP_PRIVATE | MAP_ANONYMOUS, extra = MAP_POPULATE | MAP_NORESERVE | MAP_FIXED | MAP_FIXED_NOREPLACE;
+  bool candidate = ready() && pz_opt(PZ_OPT_MMAP) && fd == -1 && !off && prot == (PROT_READ | PROT_WRITE) &&
+                   (flags & ~extra) == plain && len >= (size_t)pz_opt(PZ_OPT_MMAP_THRESHOLD) &&
+                   len <= PZ_MAX_ALLOC && !atomic_load_explicit(&pz_mcl_future, memory_order_relaxed);
+  bool pop = candidate && (flags & MAP_POPULATE);
+  void *p = pz_os.mmap(addr, len, prot, pop ? flags & ~MAP_POPULATE : flags, fd, off);
+  if (p == MAP_FAILED || !ready()) return p;
   int saved = errno;
-  len = pz_align_up(len, PZ_PAGE_SIZE);
-  /* a 2 MiB-aligned home for it, so moved huge pages stay PMD-mapped */
-  char *raw = kernel_mmap(NULL, len + PZ_CHUNK_SIZE, prot, served, -1, 0);
-  if (raw == MAP_FAILED) return MAP_FAILED; /* errno from the kernel */
-  char *a = (char *)pz_align_up((uintptr_t)raw, PZ_CHUNK_SIZE);
-  if (a > raw) pz_os.munmap(raw, (size_t)(a - raw));
-  size_t tail = (size_t)((raw + len + PZ_CHUNK_SIZE) - (a + len));
-  if (tail) pz_os.munmap(a + len, tail);
-  unsigned node = pz_topo_current_node();
-  if (!(flags & MAP_POPULATE) && pz_pool_serves(node) && pz_uffd_register(a, len, node)) {
-    /* first touches are answered by moving ready huge pages in, wherever
-     * they happen (uffd.c): nothing is spent on what is never touched */
-    atomic_fetch_add_explicit(&pz_gstats.mmap_served, 1, memory_order_relaxed);
-    errno = saved;
-    return a;
-  }
-  size_t got = pz_chunk_lend(len >> PZ_CHUNK_SHIFT, a, len);
-  if (!got) {
-    /* nothing ready, or the move failed; a failed mremap may have unmapped
-     * the target: make sure the whole range is there */
-    void *q = kernel_mmap(a, len, prot, served | MAP_FIXED_NOREPLACE, -1, 0);
-    if (q != MAP_FAILED && q != a) pz_os.munmap(q, len);
-    /* EEXIST: it is still mapped (ours) */
-  } else {
-    atomic_fetch_add_explicit(&pz_gstats.mmap_served, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&pz_gstats.mmap_moved_bytes, got << PZ_CHUNK_SHIFT, memory_order_relaxed);
-  }
-  if (got && got < (len >> PZ_CHUNK_SHIFT) && pz_kernel.thp_enabled != PZ_THP_ALWAYS) {
-    /* the moved mapping carries the pool's MADV_HUGEPAGE over its whole
-     * length; the rest should fault as an ordinary mapping does (in
-     * madvise mode: 4 KiB pages; huge-page faults cost 3-4x more here once
-     * the host took the memory back). The moved huge pages stay. */
-    pz_os.madvise(a, len, MADV_NOHUGEPAGE);
-  }
-  if (flags & MAP_POPULATE) {
-    size_t done = got << PZ_CHUNK_SHIFT;
-    pz_populate_parallel(a + done, len - done, node, false);
-  }
+  if (flags & MAP_FIXED) pz_chunk_clobbered(p, len);
+  if (pop) populate(p, len, flags);
+  else if (candidate && pz_kernel.thp_enabled == PZ_THP_ALWAYS) serve(p, len);
   errno = saved;
-  return a;
+  return p;
+}
+
+int pz_madvise(void *p, size_t len, int advice) {
+  int r = (int)syscall(SYS_madvise, p, len, advice);
+  if (r != 0 || !ready() || !pz_opt(PZ_OPT_MMAP)) return r;
+  int saved = errno;
+  if (advice == MADV_HUGEPAGE && len >= (size_t)pz_opt(PZ_OPT_MMAP_THRESHOLD) &&
+      !atomic_load_explicit(&pz_mcl_future, memory_order_relaxed))
+    serve(p, len);
+  else if (advice == MADV_NOHUGEPAGE)
+    pz_uffd_unregister(p, len);
+  errno = saved;
+  return r;
+}
+
+int pz_ioctl(int fd, unsigned long request, void *arg) {
+  if (request == UFFDIO_REGISTER && arg && ready()) {
+    int saved = errno;
+    const struct uffdio_register *reg = arg;
+    pz_uffd_unregister((void *)(uintptr_t)reg->range.start, reg->range.len);
+    /* over memory of ours (the program registers blocks it allocated, or
+     * more than it owns): never zeroed or reused by us while it may fault
+     * to the program's handler */
+    pz_chunk_clobbered((void *)(uintptr_t)reg->range.start, reg->range.len);
+    errno = saved;
+  }
+  return (int)syscall(SYS_ioctl, fd, request, arg);
+}
+
+int pz_mlockall(int flags) {
+  if (ready() && (flags & MCL_CURRENT)) {
+    int saved = errno;
+    pz_uffd_unregister_all();
+    pz_chunk_drop_committed_untouched();
+    errno = saved;
+  }
+  int r = (int)syscall(SYS_mlockall, flags);
+  if (r == 0 && (flags & MCL_FUTURE)) atomic_store(&pz_mcl_future, true);
+  return r;
+}
+
+int pz_munlockall(void) {
+  int r = (int)syscall(SYS_munlockall);
+  if (r == 0) atomic_store(&pz_mcl_future, false);
+  return r;
 }

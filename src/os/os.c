@@ -221,6 +221,8 @@ ssize_t pz_os_read_file(const char *path, char *buf, size_t cap) {
 
 pid_t pz_os_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
+int pz_os_ioctl(int fd, unsigned long request, void *arg) { return (int)syscall(SYS_ioctl, fd, request, arg); }
+
 uint64_t pz_os_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -265,7 +267,7 @@ int pz_os_pagemap_huge(void *p, size_t len, size_t *present, size_t *huge) {
     struct pm_scan_arg arg = {.size = sizeof arg, .start = start, .end = end, .vec = (uintptr_t)vec,
                               .vec_len = 64, .category_anyof_mask = PAGE_IS_PRESENT,
                               .return_mask = PAGE_IS_PRESENT | PAGE_IS_HUGE};
-    long n = ioctl(fd, PAGEMAP_SCAN, &arg);
+    long n = pz_os_ioctl(fd, PAGEMAP_SCAN, &arg);
     if (n < 0) {
       err = errno;
       break;

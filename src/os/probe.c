@@ -88,6 +88,13 @@ static enum pz_thp_mode parse_bracketed(const char *s) {
   return PZ_THP_UNKNOWN;
 }
 
+enum pz_thp_mode pz_probe_thp_now(void) {
+  char buf[256];
+  if (pz_probe_read(PZ_ROOT_SYS, "/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf) <= 0)
+    return PZ_THP_UNKNOWN;
+  return parse_bracketed(buf);
+}
+
 /* "Field:   1234 kB" in a meminfo-style text -> bytes; 0 when absent */
 size_t pz_probe_kb_field(const char *text, const char *field) {
   const char *p = strstr(text, field);
@@ -159,7 +166,7 @@ static void probe_uffd(void) {
   long use = fd >= 0 ? fd : fdu;
   if (use >= 0) {
     struct uffdio_api api = {.api = UFFD_API, .features = 0};
-    if (ioctl((int)use, UFFDIO_API, &api) == 0) {
+    if (pz_os_ioctl((int)use, UFFDIO_API, &api) == 0) {
       pz_kernel.uffd_features = api.features;
       pz_kernel.uffd_ioctls = api.ioctls;
     }

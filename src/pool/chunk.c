@@ -22,7 +22,7 @@
  * metadata.
  *
  * Address space: regions are PROT_NONE reservations, grown geometrically
- * (the first is 4 MiB, each next as large as the node's others together,
+ * (the first is 2 MiB, each next as large as the node's others together,
  * at most 1 GiB, or the request). A chunk is committed (read/write) when
  * it is first used, and decommitted (replaced by a fresh reservation) when
  * it goes back to the kernel: what is reserved but unused is neither RSS,
@@ -99,7 +99,7 @@ void pz_map_set_range(void *base, size_t nchunks, enum pz_map_kind kind, uint32_
 
 /* ---------------------------------------------------------------- pools */
 
-#define REGION_MIN_CHUNKS 2   /* a node's first region: 4 MiB of address space */
+#define REGION_MIN_CHUNKS 1   /* a node's first region: 2 MiB of address space */
 #define REGION_MAX_CHUNKS 512 /* regions grow to 1 GiB (larger only for one request) */
 #define REGION_MAX_IDS (1u << 14)
 
@@ -557,7 +557,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
                 np->count[PZ_CS_UNTOUCHED] < n)
       break;
     np->st.busy_waits++;
-    pthread_cond_wait(&np->done, &np->lock);
+    cond_wait_ms(&np->done, &np->lock, 10); /* a batch in flight, or a lend the uffd threads complete */
   }
   /* only ready chunks left, and the program keeps them for itself
    * (prezero_reserve, POOL_MIN): small objects take fresh address space */
@@ -900,7 +900,10 @@ static void lend_done_unlock(struct pz_node_pool *np, bool moved) {
 
 size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   struct pz_node_pool *np = current_pool();
-  pthread_mutex_lock(&np->lock);
+  /* mmap may be called from a signal handler that interrupted this thread
+   * inside malloc: never wait for the pool lock here. Once it was free the
+   * thread does not hold it, and waiting for it again below is safe. */
+  if (pthread_mutex_trylock(&np->lock) != 0) return 0;
   struct pz_region *best = NULL;
   size_t best_i = 0, best_n = 0;
   for (struct pz_region *r = np->regions; r && best_n < max; r = r->next)
@@ -950,13 +953,18 @@ size_t pz_chunk_lend(size_t max, void *dst, size_t dst_len) {
   return moved ? best_n : 0;
 }
 
+static void clobber_one(struct pz_node_pool *np, struct pz_region *r, size_t i);
+
 size_t pz_chunk_lend_ready(unsigned node, void **out, size_t max) {
   struct pz_node_pool *np = &pz_nodes[node];
   size_t n = 0;
-  pthread_mutex_lock(&np->lock);
+  /* the userfaultfd threads never wait for the lock: the thread that holds
+   * it may be the one waiting for them (a signal handler touching a served
+   * mapping while its thread is inside malloc) */
+  if (pthread_mutex_trylock(&np->lock) != 0) return 0;
   for (struct pz_region *r = np->regions; r && n < max && np->count[PZ_CS_READY]; r = r->next)
     for (size_t i = 0; i < r->nchunks && n < max && np->count[PZ_CS_READY]; i++)
-      if (r->state[i] == PZ_CS_READY && !r->nohuge[i]) {
+      if (r->state[i] == PZ_CS_READY && !r->nohuge[i] && !r->foreign[i]) {
         claim_chunk(np, r, i, new_claim_id(np, false) | PZ_CLAIM_MOVE);
         out[n++] = r->base + (i << PZ_CHUNK_SHIFT);
       }
@@ -964,17 +972,73 @@ size_t pz_chunk_lend_ready(unsigned node, void **out, size_t max) {
   return n;
 }
 
-void pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale) {
+bool pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale) {
   size_t i;
   struct pz_region *r = region_of(chunk, &i);
   struct pz_node_pool *np = &pz_nodes[r->node];
   if (!moved && stale && pz_os_discard(chunk, PZ_CHUNK_SIZE) == 0) moved = PZ_CHUNK_SIZE;
-  pthread_mutex_lock(&np->lock);
+  if (pthread_mutex_trylock(&np->lock) != 0) return false; /* as above: the caller comes back */
   r->claim_id[i] = 0;
   /* pages moved out (or given back): the range reads zero again, as a fresh one */
   transition(np, r, i, moved ? PZ_CE_DISCARD : PZ_CE_ZEROED);
   r->idle_since[i] = now_ms();
+  if (r->foreign[i]) clobber_one(np, r, i);
   lend_done_unlock(np, moved);
+  return true;
+}
+
+/* Each chunk overlapping [p, p+len) that is ours, for an action under its
+ * node's lock: fn(np, r, i). */
+static void for_our_chunks(const void *p, size_t len,
+                           void (*fn)(struct pz_node_pool *np, struct pz_region *r, size_t i)) {
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK, end = (uintptr_t)p + len;
+  for (; a < end && a >= ((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK); a += PZ_CHUNK_SIZE) {
+    size_t i;
+    struct pz_region *r = region_of((const void *)a, &i);
+    if (!r) continue;
+    struct pz_node_pool *np = &pz_nodes[r->node];
+    pthread_mutex_lock(&np->lock);
+    if (i < r->nchunks && region_of((const void *)a, &i) == r) fn(np, r, i);
+    pthread_mutex_unlock(&np->lock);
+  }
+}
+
+bool pz_chunk_overlaps(const void *p, size_t len) {
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK, end = (uintptr_t)p + len;
+  for (; a < end && a >= ((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK); a += PZ_CHUNK_SIZE)
+    if (pz_map_get((const void *)a)) return true;
+  return false;
+}
+
+/* Lock held: a program mapped over chunk i, or registered it with its own
+ * userfaultfd. A free chunk leaves the pool for good (it is not ours to
+ * touch any more; its address space is lost); one in use or worked on is
+ * replaced, never reset, when it comes back (sanitize). */
+static void clobber_one(struct pz_node_pool *np, struct pz_region *r, size_t i) {
+  r->foreign[i] = 1;
+  if (!is_free_state(r->state[i])) return;
+  transition(np, r, i, PZ_CE_ALLOC);
+  r->runlen[i] = 1;
+  pz_map_set_range(r->base + (i << PZ_CHUNK_SHIFT), 1, PZ_MK_NONE, 0);
+}
+
+void pz_chunk_clobbered(const void *p, size_t len) {
+  if (pz_chunk_overlaps(p, len)) for_our_chunks(p, len, clobber_one);
+}
+
+/* Lock held: a free chunk that is committed but holds no pages (given back
+ * by MADV_DONTNEED, or its pages moved out) is made a plain reservation
+ * again, before mlockall(MCL_CURRENT) would populate and lock it. */
+static void drop_one(struct pz_node_pool *np, struct pz_region *r, size_t i) {
+  (void)np;
+  if (r->state[i] == PZ_CS_UNTOUCHED && r->rw[i] && !r->foreign[i]) decommit(r, i, 1);
+}
+
+void pz_chunk_drop_committed_untouched(void) {
+  for (unsigned node = 0; node < pz_topo.nnodes; node++)
+    for (struct pz_region *r = __atomic_load_n(&pz_nodes[node].regions, __ATOMIC_ACQUIRE); r; r = r->next)
+      for (size_t i = 0; i < __atomic_load_n(&r->nchunks, __ATOMIC_ACQUIRE); i++)
+        if (r->state[i] == PZ_CS_UNTOUCHED && r->rw[i]) for_our_chunks(r->base + (i << PZ_CHUNK_SHIFT), 1, drop_one);
 }
 
 bool pz_pool_serves(unsigned node) {
@@ -1251,6 +1315,8 @@ void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, co
         transition(np, cl->region, cl->start + k, PZ_CE_ZEROED); /* reads zero: hand it over */
       else
         transition(np, cl->region, cl->start + k, done);
+      if (cl->region->foreign[i] && is_free_state(cl->region->state[i]))
+        clobber_one(np, cl->region, i); /* the program mapped over it meanwhile */
     }
     if (cl->discard && ok[c]) {
       np->st.discarded_bytes += cl->n << PZ_CHUNK_SHIFT;
