@@ -448,6 +448,23 @@ static void restore_advice(struct pz_region *r, size_t i, size_t n) {
   else if (thp_on()) apply_advice(r, i, n);
 }
 
+/* Free memory the kernel may take back before anything else (MADV_FREE):
+ * under memory pressure, in a memory cgroup without swap too, it reclaims
+ * these pages instead of killing a process, and they read zero afterwards,
+ * which is what READY promises and more than DIRTY does. Only chunks of
+ * huge pages: a write to a 4 KiB page the kernel marked clean costs ~250 ns
+ * more here (the A/D-bit update in this VM), one to a huge page nothing
+ * (measured: memset of 8 MiB 808 vs 305 us, huge 299 vs 299). The caller
+ * owns the chunks, or holds the lock with them free: a chunk the program
+ * uses must never be marked (its writes could be dropped). */
+static void lazyfree(struct pz_region *r, size_t i, size_t n) {
+  if (!thp_on()) return;
+  for (size_t k = 0, e; k < n; k = e) {
+    for (e = k + 1; e < n && !r->nohuge[i + e] == !r->nohuge[i + k];) e++;
+    if (!r->nohuge[i + k]) pz_os.madvise(r->base + ((i + k) << PZ_CHUNK_SHIFT), (e - k) << PZ_CHUNK_SHIFT, MADV_FREE);
+  }
+}
+
 /* Commit chunks [i, i+n) of r where they are only reserved (the caller
  * holds them). 0 or errno: ENOMEM at vm.max_map_count or at the commit
  * limit (vm.overcommit_memory=2), where glibc's mmap would fail too. */
@@ -730,6 +747,7 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
   bool fresh, ok = sanitize(r, i, n, &fresh);
   bool workers = workers_usable(np), over = over_max(np, n);
   bool discard = ok && !fresh && !workers && over && decommit(r, i, n) == 0;
+  if (ok && !fresh && !discard) lazyfree(r, i, n);
   pthread_mutex_lock(&np->lock);
   if ((pz_map_get(r->base + (head << PZ_CHUNK_SHIFT)) & 15) == PZ_MK_SMALL) np->small_chunks -= n;
   r->runlen[head] = (uint32_t)keep;
@@ -1317,6 +1335,8 @@ void pz_pool_complete(unsigned node, const struct pz_claim *claims, size_t n, co
         transition(np, cl->region, cl->start + k, done);
       if (cl->region->foreign[i] && is_free_state(cl->region->state[i]))
         clobber_one(np, cl->region, i); /* the program mapped over it meanwhile */
+      else if (done == PZ_CE_ZEROED) /* written or populated: reclaimable again (still ours: the lock) */
+        lazyfree(cl->region, i, 1);
     }
     if (cl->discard && ok[c]) {
       np->st.discarded_bytes += cl->n << PZ_CHUNK_SHIFT;

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Run test-limit inside a fresh memory cgroup with a 1 GiB limit (cgroup v2,
-# or v1's memory controller), below the cgroup this test runs in. Skips
-# (exit 77) where no cgroup can be made (not root, no memory controller).
+# Run a program inside a fresh memory cgroup (cgroup v2, or v1's memory
+# controller) with a limit and no swap, below the cgroup this test runs in:
+#   limit.sh PROGRAM [LIMIT_MIB (1024)]   (PROGRAM gets LIMIT_MIB as its argument)
+# Skips (exit 77) where no cgroup can be made (not root, no memory controller);
+# fails when the program is killed (OOM).
 set -u
 prog=$1
-limit_mib=1024
+limit_mib=${2:-1024}
 own_v1=$(sed -n 's/^[0-9]*:memory:\(.*\)$/\1/p' /proc/self/cgroup)
 own_v2=$(sed -n 's/^0::\(.*\)$/\1/p' /proc/self/cgroup)
 cg=
@@ -26,8 +28,7 @@ if [ -z "$cg" ]; then
   exit 77
 fi
 trap 'rmdir "$cg" 2>/dev/null' EXIT
-PREZERO_POOL_MIN=4G PREZERO_POOL_MAX=16G \
-  sh -c 'echo $$ > "$1/cgroup.procs" && exec "$2" "$3"' sh "$cg" "$prog" "$limit_mib"
+sh -c 'echo $$ > "$1/cgroup.procs" && exec "$2" "$3"' sh "$cg" "$prog" "$limit_mib"
 rc=$?
 if [ $rc -eq 137 ] || [ $rc -eq 9 ]; then
   echo "limit: FAIL: the program was killed (OOM) under a ${limit_mib} MiB limit"
