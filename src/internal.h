@@ -228,6 +228,7 @@ struct pz_kernel {
   size_t cgroup_max, cgroup_high; /* tightest along the cgroup path; SIZE_MAX: none */
   char cgroup_usage[320];         /* the limiting cgroup's usage file, below the sysfs root */
   size_t mem_total, mem_available; /* /proc/meminfo at probe time */
+  int overcommit;                  /* vm.overcommit_memory: 2 = strict commit accounting */
 };
 PZ_HIDDEN extern struct pz_kernel pz_kernel;
 PZ_HIDDEN void pz_probe_kernel(void);

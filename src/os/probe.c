@@ -350,6 +350,7 @@ void pz_probe_kernel(void) {
   probe_reporting();
   probe_cgroup();
   pz_probe_memory(&pz_kernel.mem_total, &pz_kernel.mem_available);
+  pz_kernel.overcommit = (int)read_number(PZ_ROOT_PROC, "/sys/vm/overcommit_memory", 0);
   size_t present = 0, huge = 0; /* PAGEMAP_SCAN (6.7): on our own stack page */
   pz_kernel.pagemap_scan = pz_os_pagemap_huge((void *)((uintptr_t)&present & ~(uintptr_t)4095), 4096,
                                               &present, &huge) == 0;

@@ -527,6 +527,7 @@ static bool sanitize(struct pz_region *r, size_t i, size_t n, bool *fresh) {
 }
 
 static void release_range(struct pz_node_pool *np, struct pz_region *r, size_t i, size_t n);
+static size_t shrink_node(unsigned node, size_t give, size_t floor);
 
 /* Chunks [i + keep, i + n) of the run at i, just taken, could not be
  * committed: free again (dirty where committed, else reserved), the run
@@ -679,9 +680,14 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   pthread_mutex_unlock(&np->lock);
   if (untouched) make_room(np, untouched);
   if (readvise) apply_advice(r, (size_t)best_i, n);
-  if (commit(r, (size_t)best_i, n) != 0) { /* the map count or the commit limit: as mmap would fail */
-    unwind(np, r, (size_t)best_i, 0, n);
-    return NULL;
+  if (commit(r, (size_t)best_i, n) != 0) {
+    /* the commit limit, RLIMIT_DATA or vm.max_map_count: free memory of
+     * ours may be what stands in the way; else fail as mmap would */
+    shrink_node(np->node, SIZE_MAX, 0);
+    if (commit(r, (size_t)best_i, n) != 0) {
+      unwind(np, r, (size_t)best_i, 0, n);
+      return NULL;
+    }
   }
   if (start) pz_workers_start(np->node);
   size_t zeroed = 0;
@@ -746,7 +752,9 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
   struct pz_node_pool *np = &pz_nodes[r->node];
   bool fresh, ok = sanitize(r, i, n, &fresh);
   bool workers = workers_usable(np), over = over_max(np, n);
-  bool discard = ok && !fresh && !workers && over && decommit(r, i, n) == 0;
+  /* vm.overcommit_memory=2: free memory kept would hold commit charge that
+   * another allocation (ours or anyone's, glibc having unmapped it) may need */
+  bool discard = ok && !fresh && ((!workers && over) || pz_kernel.overcommit == 2) && decommit(r, i, n) == 0;
   if (ok && !fresh && !discard) lazyfree(r, i, n);
   pthread_mutex_lock(&np->lock);
   if ((pz_map_get(r->base + (head << PZ_CHUNK_SHIFT)) & 15) == PZ_MK_SMALL) np->small_chunks -= n;
