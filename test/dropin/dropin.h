@@ -24,10 +24,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* struct prezero_stats only: nothing of prezero is linked (dlsym when
+ * loaded) */
+#include "../../include/prezero.h"
+
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 16) /* Linux 6.8: UFFDIO_MOVE */
+#endif
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -87,15 +99,18 @@ static int dropin_result(void) { return dropin_failures ? 1 : 0; }
 
 /* ------------------------------------------------------------- watchdog */
 
-/* Set by a program to say, from the watchdog, how far it got. */
+/* Set by a program to say, from the watchdog, how far it got: a function,
+ * and/or the step it is at (anon_map_huge sets one while it runs). */
 static void (*hang_report)(char *buf, size_t size);
+static const char *volatile dropin_step;
 
 static void on_alarm(int sig) {
   (void)sig;
-  char buf[256], more[200] = "";
+  char buf[512], more[200] = "";
   if (hang_report) hang_report(more, sizeof more);
-  int n = snprintf(buf, sizeof buf, "%s: FAIL: hang (watchdog expired)%s%s\n", dropin_name,
-                   more[0] ? ": " : "", more);
+  const char *step = dropin_step;
+  int n = snprintf(buf, sizeof buf, "%s: FAIL: hang (watchdog expired)%s%s%s%s\n", dropin_name,
+                   more[0] ? ": " : "", more, step ? ": stuck at: " : "", step ? step : "");
   if (write(2, buf, (size_t)n) < 0) { /* nothing to do */ }
   _exit(1);
 }
@@ -319,6 +334,129 @@ __attribute__((unused)) static const char *wait_desc(int st) {
   else if (WIFSIGNALED(st)) snprintf(buf, sizeof buf, "signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
   else snprintf(buf, sizeof buf, "status 0x%x", st);
   return buf;
+}
+
+/* ------------------------------------------------------------- served mappings */
+
+/* prezero serves a large private anonymous mapping (first writes of its
+ * 2 MiB blocks get pre-zeroed huge pages through its userfaultfd) only
+ * where the kernel would back it with huge pages: THP "always", or the
+ * program's MADV_HUGEPAGE in "madvise" mode. A test's served sub-case maps,
+ * advises MADV_HUGEPAGE and asks served_check() whether prezero really
+ * registered the range, so that the prezero run cannot pass without
+ * exercising the serving. */
+
+/* The first PMD-sized (2 MiB) boundary at or above p. */
+__attribute__((unused)) static char *align_up_2m(void *p) {
+  return (char *)(((uintptr_t)p + HPAGE - 1) & ~(uintptr_t)(HPAGE - 1));
+}
+
+/* prezero's statistics, when it is loaded (false: it is not). */
+__attribute__((unused)) static bool pz_stats(struct prezero_stats *st) {
+  memset(st, 0, sizeof *st);
+  int (*get)(struct prezero_stats *);
+  void *sym = dlsym(RTLD_DEFAULT, "prezero_stats_get");
+  if (!sym) return false;
+  memcpy(&get, &sym, sizeof get);
+  return get(st) == 0 && st->version >= 5;
+}
+
+/* Why prezero could not serve an advised mapping with its userfaultfd in
+ * this process; NULL when it can (full userfaultfd: root, CAP_SYS_PTRACE
+ * or vm.unprivileged_userfaultfd=1; UFFDIO_MOVE: Linux 6.8; huge pages on),
+ * and then an advised mapping it did not serve is a failure. */
+__attribute__((unused)) static const char *serving_unavailable(void) {
+  static char why[200];
+  const char *e;
+  if ((e = getenv("PREZERO_UFFD")) && !strcmp(e, "0")) return "PREZERO_UFFD=0";
+  if ((e = getenv("PREZERO_MMAP")) && !strcmp(e, "0")) return "PREZERO_MMAP=0";
+  const char *mode = thp_mode();
+  if (strcmp(mode, "always") && strcmp(mode, "madvise")) {
+    snprintf(why, sizeof why, "THP mode \"%s\": the kernel gives no huge pages", mode);
+    return why;
+  }
+  if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) > 0) return "PR_SET_THP_DISABLE is in force for this process";
+  char buf[64];
+  if (read_file("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", buf, sizeof buf) > 0 &&
+      strtoul(buf, NULL, 10) != HPAGE)
+    return "huge pages are not 2 MiB";
+  int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    snprintf(why, sizeof why, "userfaultfd(2) (full, not user-mode only): %s (needs root, CAP_SYS_PTRACE or "
+             "vm.unprivileged_userfaultfd=1)", strerror(errno));
+    return why;
+  }
+  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_MOVE};
+  bool move = ioctl(fd, UFFDIO_API, &api) == 0 && (api.features & UFFD_FEATURE_MOVE);
+  close(fd);
+  if (!move) return "no UFFDIO_MOVE (Linux 6.8 or later)";
+  return NULL;
+}
+
+/* prezero's counters when a sub-case starts (loaded false: glibc). */
+struct served {
+  bool loaded;
+  struct prezero_stats st;
+};
+
+__attribute__((unused)) static void served_begin(struct served *s) { s->loaded = pz_stats(&s->st); }
+
+/* After the program advised `what` MADV_HUGEPAGE: under prezero, `ranges`
+ * more registrations than at served_begin(). True: go on with the sub-case
+ * (glibc; served; or not served where it could have been: a FAIL line).
+ * False: prezero cannot serve here (a line saying why the sub-case is
+ * skipped). */
+__attribute__((unused)) static bool served_check(const char *what, const struct served *s, unsigned ranges) {
+  if (!s->loaded) return true;
+  struct prezero_stats now;
+  pz_stats(&now);
+  uint64_t got = now.uffd_mappings - s->st.uffd_mappings;
+  if (got >= ranges) return true;
+  const char *why = serving_unavailable();
+  if (why) {
+    note("SKIP %s: prezero registered %llu of %u range(s) with its userfaultfd, and it cannot serve here: %s",
+         what, (unsigned long long)got, ranges, why);
+    return false;
+  }
+  fail("%s: expected prezero to serve it (uffd_mappings +%u; userfaultfd with UFFDIO_MOVE, THP \"%s\", "
+       "MADV_HUGEPAGE), got +%llu", what, ranges, thp_mode(), (unsigned long long)got);
+  return true;
+}
+
+/* What prezero's userfaultfd service did since served_begin(), on stdout. */
+__attribute__((unused)) static void served_note(const char *what, const struct served *s) {
+  struct prezero_stats now;
+  if (!s->loaded || !pz_stats(&now)) return;
+  note("%s: prezero: +%llu range(s) served, +%llu faults answered, %llu MiB moved in ready, %llu MiB copied, "
+       "+%llu zero-page/4 KiB answers", what, (unsigned long long)(now.uffd_mappings - s->st.uffd_mappings),
+       (unsigned long long)(now.uffd_faults - s->st.uffd_faults),
+       (unsigned long long)((now.uffd_moved_bytes - s->st.uffd_moved_bytes) >> 20),
+       (unsigned long long)((now.uffd_copied_bytes - s->st.uffd_copied_bytes) >> 20),
+       (unsigned long long)(now.uffd_fallbacks - s->st.uffd_fallbacks));
+}
+
+/* Faults prezero's service answered since served_begin() (0 under glibc). */
+__attribute__((unused)) static uint64_t served_faults(const struct served *s) {
+  struct prezero_stats now;
+  if (!s->loaded || !pz_stats(&now)) return 0;
+  return now.uffd_faults - s->st.uffd_faults;
+}
+
+/* A large private anonymous mapping advised MADV_HUGEPAGE right after the
+ * mmap, as QEMU does with guest RAM: what prezero serves in "madvise" mode.
+ * NULL (errno set) when either call fails. */
+__attribute__((unused)) static void *anon_map_huge(size_t len) {
+  const char *was = dropin_step;
+  dropin_step = "mmap + madvise(MADV_HUGEPAGE) of a large mapping (prezero registers it with its userfaultfd)";
+  void *p = anon_map(len);
+  if (p && madvise(p, len, MADV_HUGEPAGE) != 0) {
+    int e = errno;
+    munmap(p, len);
+    errno = e;
+    p = NULL;
+  }
+  dropin_step = was;
+  return p;
 }
 
 #endif

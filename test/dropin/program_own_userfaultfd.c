@@ -4,28 +4,43 @@
  *
  * Hazard: virtual machine monitors (snapshot restore, post-copy live
  * migration), CRIU's lazy pages and user-space paging register guest or
- * heap memory they mmap'd themselves with userfaultfd in missing mode. A
- * range can belong to one userfaultfd only: prezero registers every served
- * mmap (>= 32 MiB) with its own, so the program's UFFDIO_REGISTER fails
- * with EBUSY. And pages prezero filled (a whole 2 MiB huge page per first
- * touch) would no longer be missing: they would never reach the program's
- * handler.
+ * heap memory they mmap'd themselves with userfaultfd in missing mode; QEMU
+ * advises guest RAM MADV_HUGEPAGE first. A range can belong to one
+ * userfaultfd only: prezero registers every mapping it serves (>= 32 MiB,
+ * where the kernel would use huge pages: THP "always", or after
+ * MADV_HUGEPAGE in "madvise" mode) with its own, so the program's
+ * UFFDIO_REGISTER would fail with EBUSY. And pages prezero filled ahead of
+ * the program's touches would no longer be missing: they would never reach
+ * the program's handler.
  *
  * glibc/the kernel: mmap gives an ordinary anonymous mapping; the first
- * touch of a page faults in a 4 KiB page (THP "madvise" or "never" mode on
- * an un-advised mapping) or the touched 2 MiB block ("always"); the
- * registration succeeds, and every page still missing faults to the
- * registered handler, which fills it with UFFDIO_COPY.
+ * write to a page faults in a 4 KiB page (THP "madvise" or "never" mode on
+ * an un-advised mapping) or, with MADV_HUGEPAGE (or in "always" mode), the
+ * touched 2 MiB block when a huge page can be had (4 KiB when not); a first
+ * read maps the zero page (the huge zero page over the block, advised:
+ * mincore counts all 512 pages, or one 4 KiB zero page). Nothing else
+ * becomes present. The registration succeeds, and every page still missing
+ * faults to the registered handler, which fills it with UFFDIO_COPY.
  *
- * The test: mmap 512 MiB (pool warmed, so prezero serves it); touch 4 pages
- * (in 3 different 2 MiB blocks). Check (b): mincore counts exactly the pages
- * the kernel would have made resident for those touches. Register the whole
- * range with the program's own userfaultfd (missing mode): must succeed.
- * Check (a): touch a set of pages mincore reported non-resident, neighbours
- * of touched pages in the same block and pages in blocks never touched;
- * each touch must arrive at the program's handler thread as one
- * UFFD_EVENT_PAGEFAULT for that page, and read the handler's pattern
- * afterwards. Skipped (77) when userfaultfd(2) is not available here. */
+ * The test, twice: (1) a plain 512 MiB mapping; (2) a 514 MiB mapping
+ * advised MADV_HUGEPAGE right after the mmap, its offsets counted from its
+ * first 2 MiB boundary (so 512 MiB of whole blocks, even if the kernel did
+ * not align it; 2 MiB untouched elsewhere) (under prezero the run fails
+ * if it was not served, where userfaultfd with UFFDIO_MOVE is usable; else
+ * that case is skipped). Pool warmed each time, so prezero has huge pages
+ * to move in. The program writes 4 pages (in 3 different 2 MiB blocks),
+ * and in (2) also reads 2 pages of 2 other blocks. Check (b): mincore
+ * counts the pages the kernel would have made resident for those touches:
+ * (1) exactly the 4 written pages in "madvise"/"never" mode (no small
+ * mTHP); (2) per 2 MiB block, between the pages touched there and 512, and
+ * none in a block never touched. Register the whole range with the
+ * program's own userfaultfd (missing mode): must succeed. Check (a): touch
+ * a set of pages (neighbours of touched pages in the same blocks, pages in
+ * blocks never touched); each one mincore reported non-resident must
+ * arrive at the program's handler thread as one UFFD_EVENT_PAGEFAULT for
+ * that page and read the handler's pattern afterwards; a resident one must
+ * read zero without a fault. The written pages keep their bytes, the read
+ * ones read zero. Skipped (77) when userfaultfd(2) is not available here. */
 #include "dropin.h"
 
 #include <linux/userfaultfd.h>
@@ -73,71 +88,110 @@ static void *handler(void *arg) {
 }
 
 static int probe_page_no; /* for the watchdog's message */
+static const char *case_name = "";
 static void report(char *buf, size_t size) {
-  snprintf(buf, size, "touching probe page %d (offset %#lx) never returned; %d faults reached the program's handler",
-           probe_page_no, (unsigned long)(atomic_load(&expect_page) - (uintptr_t)map), atomic_load(&faults));
+  if (probe_page_no < 0) {
+    snprintf(buf, size, "%s: before the probes", case_name);
+    return;
+  }
+  snprintf(buf, size, "%s: touching probe page %d (offset %#lx) never returned; %d faults reached the program's "
+           "handler", case_name, probe_page_no, (unsigned long)(atomic_load(&expect_page) - (uintptr_t)map),
+           atomic_load(&faults));
 }
 
-int main(void) {
-  dropin_name = "program-own-userfaultfd";
+/* the program's own touches: 4 pages written in blocks 3, 3, 10, 200 */
+static const size_t written[] = {3 * HPAGE + 0 * PAGE, 3 * HPAGE + 100 * PAGE, 10 * HPAGE + 511 * PAGE,
+                                 200 * HPAGE + 7 * PAGE};
+/* ... and in (2) 2 pages read, in blocks 20 and 201 */
+static const size_t read_only[] = {20 * HPAGE + 300 * PAGE, 201 * HPAGE + 0 * PAGE};
+/* pages touched after the registration: near touched pages, in blocks never touched */
+static const size_t probes[] = {
+    3 * HPAGE + 1 * PAGE,   3 * HPAGE + 2 * PAGE,   3 * HPAGE + 101 * PAGE, 3 * HPAGE + 511 * PAGE,
+    10 * HPAGE + 0 * PAGE,  10 * HPAGE + 510 * PAGE, 200 * HPAGE + 6 * PAGE, 200 * HPAGE + 8 * PAGE,
+    0,                      4 * HPAGE,              4 * HPAGE + 256 * PAGE, 100 * HPAGE + 5 * PAGE,
+    255 * HPAGE + 100 * PAGE, LEN - PAGE,           20 * HPAGE + 301 * PAGE, 21 * HPAGE,
+    201 * HPAGE + 1 * PAGE, 202 * HPAGE + 2 * PAGE,
+};
+enum { NWRITTEN = 4, NREAD = 2, NPROBES = sizeof probes / sizeof probes[0] };
+
+/* Pages of block b (2 MiB from base) the program touched. */
+static size_t touched_in(size_t b, bool advise) {
+  size_t n = 0;
+  for (unsigned i = 0; i < NWRITTEN; i++) n += written[i] / HPAGE == b;
+  for (unsigned i = 0; advise && i < NREAD; i++) n += read_only[i] / HPAGE == b;
+  return n;
+}
+
+static void scenario(bool advise) {
+  case_name = advise ? "(2) MADV_HUGEPAGE mapping" : "(1) plain mapping";
+  probe_page_no = -1;
   watchdog(30);
-  hang_report = report;
-
-  /* userfaultfd must be usable by this process at all (ours, not the allocator's) */
-  int probe = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-  if (probe < 0) probe = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-  if (probe < 0) skip("userfaultfd(2) is not available to this process: %s", strerror(errno));
-  struct uffdio_api api = {.api = UFFD_API, .features = 0};
-  if (ioctl(probe, UFFDIO_API, &api) != 0) skip("UFFDIO_API: %s", strerror(errno));
-  uffd = probe;
-
   const char *mode = thp_mode();
-  bool exact = (!strcmp(mode, "madvise") || !strcmp(mode, "never")) && !small_mthp_on_plain_mappings();
+  bool exact = !advise && (!strcmp(mode, "madvise") || !strcmp(mode, "never")) && !small_mthp_on_plain_mappings();
 
   warm_pool(256 * MiB, 1500);
-  map = anon_map(LEN);
-  if (!map) skip("mmap(512 MiB): %s", strerror(errno));
-  /* the program's own touches: 4 pages in blocks 3, 3, 10, 200 */
-  static const size_t touched[] = {3 * HPAGE + 0 * PAGE, 3 * HPAGE + 100 * PAGE, 10 * HPAGE + 511 * PAGE,
-                                   200 * HPAGE + 7 * PAGE};
-  for (unsigned i = 0; i < 4; i++) map[touched[i]] = (char)(i + 1);
+  struct served sv;
+  served_begin(&sv);
+  char *m = advise ? anon_map_huge(LEN + HPAGE) : anon_map(LEN);
+  if (!m) skip("%s: mmap(512 MiB)%s: %s", case_name, advise ? " + madvise(MADV_HUGEPAGE)" : "", strerror(errno));
+  size_t maplen = advise ? LEN + HPAGE : LEN;
+  /* (2): the offsets count from the first 2 MiB boundary, so that a block
+   * of the test is a block of the kernel's (a huge page or none) */
+  map = advise ? align_up_2m(m) : m;
+  if (advise && !served_check("the 512 MiB MADV_HUGEPAGE mapping", &sv, 1)) {
+    munmap(m, maplen);
+    return;
+  }
+  for (unsigned i = 0; i < NWRITTEN; i++) map[written[i]] = (char)(i + 1);
+  size_t read_nonzero = 0;
+  for (unsigned i = 0; advise && i < NREAD; i++) read_nonzero += ((volatile char *)map)[read_only[i]] != 0;
+  if (read_nonzero) fail("%s: reads of never-written pages: expected 0, %zu read non-zero", case_name, read_nonzero);
 
   /* (b) what is resident is what the kernel gives for those touches */
-  size_t res = resident_pages(map, LEN);
+  size_t res = resident_pages(m, maplen);
   if (exact) {
-    if (res != 4) fail("resident pages after 4 one-byte writes (THP %s): expected 4 (16 KiB), mincore says %zu (%zu KiB)",
-                       mode, res, res * 4);
-  } else {
+    if (res != 4) fail("%s: resident pages after 4 one-byte writes (THP %s): expected 4 (16 KiB), mincore says %zu "
+                       "(%zu KiB)", case_name, mode, res, res * 4);
+  } else if (!advise) {
     /* "always": each touched block whose aligned 2 MiB lies in the mapping
      * may be a huge page (512 pages) or, when none was free, 4 KiB pages */
-    if (res < 4 || res > 3 * 512) fail("resident pages after 4 one-byte writes (THP %s): expected 4..1536, mincore says %zu",
-                                       mode, res);
+    if (res < 4 || res > 3 * 512) fail("%s: resident pages after 4 one-byte writes (THP %s): expected 4..1536, "
+                                       "mincore says %zu", case_name, mode, res);
+  } else {
+    size_t in_blocks = 0;
+    for (size_t b = 0; b < LEN / HPAGE; b++) {
+      size_t t = touched_in(b, true), r = resident_pages(map + b * HPAGE, HPAGE);
+      in_blocks += r;
+      if (t ? r < t || r > 512 : r != 0)
+        fail("%s: resident pages of 2 MiB block %zu after the program touched %zu page(s) there: expected %s%zu, "
+             "mincore says %zu", case_name, b, t, t ? "512 (a huge page or the huge zero page) down to " : "", t, r);
+    }
+    if (res != in_blocks)
+      fail("%s: resident pages outside the 2 MiB-aligned 512 MiB (the mapping's unaligned head and tail, never "
+           "touched): expected 0, mincore says %zu", case_name, res - in_blocks);
   }
+  note("%s: %zu pages resident after the program's touches (THP %s)", case_name, res, mode);
 
   /* the program registers its own mapping */
-  struct uffdio_register reg = {.range = {(uintptr_t)map, LEN}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+  struct uffdio_register reg = {.range = {(uintptr_t)m, maplen}, .mode = UFFDIO_REGISTER_MODE_MISSING};
   if (ioctl(uffd, UFFDIO_REGISTER, &reg) != 0) {
-    fail("UFFDIO_REGISTER of the program's own 512 MiB mapping: expected success, got %s", strerror(errno));
-    return dropin_result();
+    fail("%s: UFFDIO_REGISTER of the program's own 512 MiB mapping: expected success, got %s", case_name,
+         strerror(errno));
+    munmap(m, maplen);
+    return;
   }
-  pthread_t t;
-  if (pthread_create(&t, NULL, handler, NULL) != 0) skip("pthread_create failed");
 
   /* (a) pages near the touched ones and in blocks never touched */
-  static const size_t probes[] = {
-      3 * HPAGE + 1 * PAGE,   3 * HPAGE + 2 * PAGE,   3 * HPAGE + 101 * PAGE, 3 * HPAGE + 511 * PAGE,
-      10 * HPAGE + 0 * PAGE,  10 * HPAGE + 510 * PAGE, 200 * HPAGE + 6 * PAGE, 200 * HPAGE + 8 * PAGE,
-      0,                      4 * HPAGE,              4 * HPAGE + 256 * PAGE, 100 * HPAGE + 5 * PAGE,
-      255 * HPAGE + 100 * PAGE, LEN - PAGE,
-  };
-  enum { NPROBES = sizeof probes / sizeof probes[0] };
   int expected = 0, resident_probes = 0;
   for (int i = 0; i < NPROBES; i++) {
     unsigned char v = 0;
     if (mincore(map + probes[i], PAGE, &v) != 0) v = 0;
-    if (v & 1) { /* the kernel made it resident already ("always" mode) */
-      note("probe page at offset %#zx is resident before registering", probes[i]);
+    if (v & 1) { /* the kernel made it resident already (a huge page, the zero page) */
+      note("%s: probe page at offset %#zx is resident before registering", case_name, probes[i]);
       resident_probes++;
+      unsigned char got = ((volatile unsigned char *)map)[probes[i]];
+      if (got != 0) fail("%s: resident, never-written page at offset %#zx: expected to read 0, read %#x", case_name,
+                         probes[i], got);
       continue;
     }
     probe_page_no = i;
@@ -148,26 +202,52 @@ int main(void) {
     expected++;
     int n = atomic_load(&faults) - before;
     if (n != 1 || atomic_load(&faults_elsewhere) != elsewhere)
-      fail("touch of non-resident page at offset %#zx: expected 1 fault at the program's handler for it, "
-           "got %d (%d for other pages)", probes[i], n, atomic_load(&faults_elsewhere) - elsewhere);
+      fail("%s: touch of non-resident page at offset %#zx: expected 1 fault at the program's handler for it, "
+           "got %d (%d for other pages)", case_name, probes[i], n, atomic_load(&faults_elsewhere) - elsewhere);
     if (got != pattern(page) || ((volatile unsigned char *)map)[probes[i] | (PAGE - 1)] != pattern(page))
-      fail("page at offset %#zx after the program's handler filled it: expected bytes %#x, read %#x", probes[i],
-           pattern(page), got);
+      fail("%s: page at offset %#zx after the program's handler filled it: expected bytes %#x, read %#x",
+           case_name, probes[i], pattern(page), got);
   }
   if (exact && resident_probes)
-    fail("probe pages (neighbours of touched pages, untouched blocks): expected 0 resident before registering "
-         "(THP %s), mincore says %d", mode, resident_probes);
-  note("%d probe pages faulted to the program's handler (%d faults in all), %d were resident (THP %s)", expected,
-       atomic_load(&faults), resident_probes, mode);
-  /* the pages the program wrote kept their bytes */
-  for (unsigned i = 0; i < 4; i++)
-    if (map[touched[i]] != (char)(i + 1))
-      fail("page the program wrote at offset %#zx: expected byte %u, read %d", touched[i], i + 1, map[touched[i]]);
+    fail("%s: probe pages (neighbours of touched pages, untouched blocks): expected 0 resident before registering "
+         "(THP %s), mincore says %d", case_name, mode, resident_probes);
+  note("%s: %d probe pages faulted to the program's handler (%d faults in all), %d were resident (THP %s)",
+       case_name, expected, atomic_load(&faults), resident_probes, mode);
+  /* the pages the program wrote kept their bytes, the ones it read are zero */
+  for (unsigned i = 0; i < NWRITTEN; i++)
+    if (map[written[i]] != (char)(i + 1))
+      fail("%s: page the program wrote at offset %#zx: expected byte %u, read %d", case_name, written[i], i + 1,
+           map[written[i]]);
+  for (unsigned i = 0; advise && i < NREAD; i++)
+    if (map[read_only[i]] != 0)
+      fail("%s: page the program read at offset %#zx: expected 0, read %d", case_name, read_only[i],
+           map[read_only[i]]);
+  served_note(case_name, &sv);
 
+  struct uffdio_range r = {(uintptr_t)m, maplen};
+  ioctl(uffd, UFFDIO_UNREGISTER, &r);
+  munmap(m, maplen);
+}
+
+int main(void) {
+  dropin_name = "program-own-userfaultfd";
+  hang_report = report;
+
+  /* userfaultfd must be usable by this process at all (ours, not the allocator's) */
+  int probe = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+  if (probe < 0) probe = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+  if (probe < 0) skip("userfaultfd(2) is not available to this process: %s", strerror(errno));
+  struct uffdio_api api = {.api = UFFD_API, .features = 0};
+  if (ioctl(probe, UFFDIO_API, &api) != 0) skip("UFFDIO_API: %s", strerror(errno));
+  uffd = probe;
+  pthread_t t;
+  if (pthread_create(&t, NULL, handler, NULL) != 0) skip("pthread_create failed");
+
+  scenario(false);
+  scenario(true);
+
+  alarm(0);
   atomic_store(&handler_stop, true);
   pthread_join(t, NULL);
-  struct uffdio_range r = {(uintptr_t)map, LEN};
-  ioctl(uffd, UFFDIO_UNREGISTER, &r);
-  munmap(map, LEN);
   return dropin_result();
 }

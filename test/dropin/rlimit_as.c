@@ -17,8 +17,11 @@
  *     for other libcs and an allocator's own metadata);
  *   - RLIMIT_AS = VmSize + 800 MiB: mmap(400 MiB) succeeds and can be
  *     written; after munmap, malloc(700 MiB) succeeds and can be written;
- *     the same in this program re-executed under RLIMIT_AS = 820 MiB from
- *     the start (a limit sized for what the program uses);
+ *     then mmap(400 MiB) advised MADV_HUGEPAGE (a mapping prezero serves
+ *     in "madvise" mode, its pool holding the freed 700 MiB) succeeds and
+ *     can be written; the same in this program re-executed under
+ *     RLIMIT_AS = 820 MiB from the start (a limit sized for what the
+ *     program uses);
  *   - RLIMIT_AS = 16000 KiB (ulimit -v 16000): /bin/ls (execve with the
  *     environment, so an LD_PRELOAD applies) exits 0;
  *   - RLIMIT_AS = 16000 KiB: this program re-executed as a small workload
@@ -62,7 +65,9 @@ static int workload(void) {
 }
 
 /* mmap(400 MiB), written and unmapped; then malloc(700 MiB), written and
- * freed. Returns the number of failures. */
+ * freed; then mmap(400 MiB) advised MADV_HUGEPAGE (what prezero serves in
+ * THP "madvise" mode), written and unmapped. Returns the number of
+ * failures. */
 static int big_allocations(const char *how, long limit_kib) {
   int before = dropin_failures;
   char *m = mmap(NULL, 400 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -82,6 +87,31 @@ static int big_allocations(const char *how, long limit_kib) {
     for (size_t o = 0; o < 700 * MiB; o += 1 * MiB) big[o] = 2;
     big[700 * MiB - 1] = 2;
     free(big);
+  }
+  /* a mapping prezero may serve (MADV_HUGEPAGE), after the free: pool
+   * memory moved into it must not count twice, nor the pool's hold on
+   * freed memory leave the program without address space */
+  struct served sv;
+  served_begin(&sv);
+  m = mmap(NULL, 400 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    fail("mmap(400 MiB) after malloc(700 MiB)/free, with %s (%ld kB): expected a mapping, got %s (VmSize %ld kB)", how,
+         limit_kib, strerror(errno), status_kib("VmSize"));
+  } else {
+    if (madvise(m, 400 * MiB, MADV_HUGEPAGE) != 0)
+      fail("madvise(MADV_HUGEPAGE) on the 400 MiB mapping with %s: expected success, got %s", how, strerror(errno));
+    size_t bad = 0;
+    for (size_t o = 0; o < 400 * MiB; o += 1 * MiB) {
+      bad += m[o + 4096] != 0;
+      m[o] = 3;
+    }
+    m[400 * MiB - 1] = 3;
+    for (size_t o = 0; o < 400 * MiB; o += 1 * MiB) bad += m[o] != 3 || m[o + 1] != 0;
+    if (bad)
+      fail("the 400 MiB MADV_HUGEPAGE mapping with %s: expected 400 bytes 3 and 0 beside them, %zu reads differ", how,
+           bad);
+    served_note("the 400 MiB MADV_HUGEPAGE mapping", &sv);
+    munmap(m, 400 * MiB);
   }
   return dropin_failures - before;
 }
@@ -159,7 +189,8 @@ int main(int argc, char **argv) {
   char *selfbig[] = {"/proc/self/exe", "big", NULL};
   int stb = run_limited(selfbig, (rlim_t)LIMIT_BIG_KIB * 1024, err, sizeof err);
   if (stb == -1 || !WIFEXITED(stb) || WEXITSTATUS(stb) != 0)
-    fail("mmap(400 MiB), then malloc(700 MiB), in a process started under RLIMIT_AS %ld KiB: expected exit 0, got %s%s%s",
+    fail("mmap(400 MiB), malloc(700 MiB), then an advised mmap(400 MiB), in a process started under RLIMIT_AS %ld KiB: "
+         "expected exit 0, got %s%s%s",
          LIMIT_BIG_KIB, stb == -1 ? "no child" : wait_desc(stb), err[0] ? ": " : "", err);
 
   /* a small C workload, this program re-executed */
