@@ -806,6 +806,9 @@ PZ_HIDDEN bool pz_chunk_overlaps(const void *p, size_t len);
  * userfaultfd: chunks of ours there are never touched by us again (free
  * ones leave the pool; one in use is replaced when it comes back). */
 PZ_HIDDEN void pz_chunk_clobbered(const void *p, size_t len);
+/* Unmap every region that is wholly free (the program ran out of address
+ * space: RLIMIT_AS); returns chunks unmapped. */
+PZ_HIDDEN size_t pz_chunk_unmap_free(void);
 /* Before mlockall(MCL_CURRENT): free chunks committed but empty become
  * plain reservations (the kernel would populate and lock them). */
 PZ_HIDDEN void pz_chunk_drop_committed_untouched(void);

@@ -107,6 +107,12 @@ void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
                    len <= PZ_MAX_ALLOC && !atomic_load_explicit(&pz_mcl_future, memory_order_relaxed);
   bool pop = candidate && (flags & MAP_POPULATE);
   void *p = pz_os.mmap(addr, len, prot, pop ? flags & ~MAP_POPULATE : flags, fd, off);
+  if (p == MAP_FAILED && errno == ENOMEM && ready() && pz_chunk_unmap_free()) {
+    /* out of address space (RLIMIT_AS) while regions of ours sit free:
+     * glibc would have unmapped them at free() */
+    errno = ENOMEM;
+    p = pz_os.mmap(addr, len, prot, pop ? flags & ~MAP_POPULATE : flags, fd, off);
+  }
   if (p == MAP_FAILED || !ready()) return p;
   int saved = errno;
   if (flags & MAP_FIXED) pz_chunk_clobbered(p, len);

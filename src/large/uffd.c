@@ -322,7 +322,8 @@ static size_t do_fill(struct pending *pd, uintptr_t a, uintptr_t b, unsigned nod
 static void *registrar(void *arg) {
   (void)arg;
   static struct pending pd;
-  uint32_t seen = atomic_load(&req_seq);
+  /* from the last request answered: one may be posted before this thread runs */
+  uint32_t seen = atomic_load(&ack_seq);
   for (;;) {
     uint32_t s = atomic_load_explicit(&req_seq, memory_order_acquire);
     if (s == seen) {
@@ -488,6 +489,8 @@ void pz_uffd_postfork(bool child) {
   atomic_flag_clear(&req_lock);
   atomic_flag_clear(&table_lock);
   atomic_store(&req_owner, 0);
+  atomic_store(&req_seq, 0); /* a request in flight at fork has no registrar here */
+  atomic_store(&ack_seq, 0);
   for (unsigned i = 0; i < RANGES; i++) atomic_store(&ranges[i].end, 0);
   atomic_store(&nlive, 0);
 }
