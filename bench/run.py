@@ -39,6 +39,7 @@ PEER_LIBS = {
     "mimalloc": LIBDIR + "/libmimalloc.so.2",
 }
 ALL_ALLOCATORS = PEERS + ["prezero"]
+BASELINE = "prezero-base"  # --baseline: another libprezero.so, side by side
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -74,7 +75,8 @@ class Case:
         self.env = env or {}
 
     def env_for(self, alloc):
-        return self.env.get(alloc, {})
+        # a --baseline build runs as prezero does
+        return self.env.get("prezero" if alloc == BASELINE else alloc, {})
 
     def env_text(self):
         return "; ".join("%s: %s" % (a, " ".join("%s=%s" % kv for kv in
@@ -478,6 +480,10 @@ def main():
     ap.add_argument("--prezero", default=None,
                     help="path to libprezero.so "
                          "(default: BUILDDIR/src/libprezero.so)")
+    ap.add_argument("--baseline", default=None, metavar="SO",
+                    help="another libprezero.so (an earlier build) run as "
+                         "a sixth allocator, %s, interleaved with the rest "
+                         "(A/B of a change)" % BASELINE)
     ap.add_argument("--quick", action="store_true",
                     help="smaller parameters and 3 repetitions")
     ap.add_argument("--reps", type=int, default=None,
@@ -535,6 +541,9 @@ def main():
     libs["prezero"] = os.path.abspath(
         opts.prezero or os.path.join(builddir, "src", "libprezero.so"))
 
+    if opts.baseline:
+        libs[BASELINE] = os.path.abspath(opts.baseline)
+        wanted = list(wanted) + [BASELINE]
     allocators = []
     for a in wanted:
         lib = libs[a]
@@ -591,7 +600,8 @@ def main():
                     print("note: skipping %s: %s not built" % (case.label, exe))
                     continue
                 allocs = [a for a in allocators
-                          if case.allocators is None or a in case.allocators]
+                          if case.allocators is None or a in case.allocators
+                          or (a == BASELINE and "prezero" in case.allocators)]
                 if not allocs:
                     continue
                 runs = {a: [] for a in allocs}

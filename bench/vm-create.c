@@ -32,10 +32,11 @@
  *
  *   mode=M         how guest RAM is obtained           (default calloc)
  *                  calloc: calloc(1, guest)
- *                  mmap: mmap(NULL, guest, RW, MAP_PRIVATE|MAP_ANONYMOUS), as a VMM does
+ *                  mmap: mmap(NULL, guest, RW, MAP_PRIVATE|MAP_ANONYMOUS) and
+ *                    madvise(MADV_HUGEPAGE) over it, as QEMU does with guest RAM
  *                  mmap-populate: the same with MAP_POPULATE (the kernel, or an
  *                    allocator that intercepts mmap, faults it all in first)
- *                  mmap-raw: mmap, then `threads` raw threads each calling
+ *                  mmap-raw: mmap and MADV_HUGEPAGE, then `threads` raw threads each calling
  *                    MADV_POPULATE_WRITE on a disjoint slice: the best the
  *                    kernel allows on this machine, with no allocator involved
  *   threads=N      threads for mode=mmap-raw            (default 2)
@@ -130,6 +131,8 @@ static unsigned char *guest_ram(const char *mode, size_t guest, unsigned threads
     unsigned char *g = mmap(NULL, guest, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (g == MAP_FAILED)
         bench_fail(BENCH_EXIT_NOMEM, "mmap of %zu bytes: %s", guest, strerror(errno));
+    if (!(flags & MAP_POPULATE))
+        madvise(g, guest, MADV_HUGEPAGE); /* the kernel (THP madvise mode) then faults huge pages too */
     if (!strcmp(mode, "mmap-raw")) {
         struct slice sl[64];
         pthread_t t[64];

@@ -11,7 +11,7 @@ pz_ensure_packages "${PZ_BUILD_PKGS[@]}" "${PZ_PROGRAM_PKGS[@]}"
 builddir=${PREZERO_BUILDDIR:-build}
 [ -f "$builddir/build.ninja" ] || meson setup "$builddir" >/dev/null
 ninja -C "$builddir"
-meson test -C "$builddir" --print-errorlogs --num-processes 2 --suite unit --suite stress --suite integration
+meson test -C "$builddir" --print-errorlogs --num-processes 2 --suite unit --suite stress --suite dropin --suite integration
 
 # The debug build (internal checks, poisoned frees) runs the unit and stress suites again.
 [ -f "$builddir-debug/build.ninja" ] || meson setup "$builddir-debug" -Ddebug_checks=true -Dbench=false >/dev/null

@@ -118,9 +118,21 @@ _Atomic bool pz_mcl_future;
  * locked under mlockall(MCL_FUTURE), where a fresh mapping would be). Each
  * call is a few hundred ns on a range that has none of it. Huge-page
  * advice and NUMA binding are the caller's to restore. */
+static _Atomic int pkeys = -1; /* pkey_mprotect works: memory keys exist here */
+
 int pz_os_reset(void *p, size_t len) {
-  int saved = errno;
-  int e = pz_os.mprotect(p, len, PROT_READ | PROT_WRITE) ? errno : 0;
+  int saved = errno, e = -1;
+  /* a program's memory key goes too: a plain mprotect keeps it */
+  if (atomic_load_explicit(&pkeys, memory_order_relaxed) != 0) {
+    e = syscall(SYS_pkey_mprotect, p, len, PROT_READ | PROT_WRITE, 0) ? errno : 0;
+    if (e == EINVAL || e == ENOSYS) { /* no memory keys (key 0 is not even allocated) */
+      if (atomic_load(&pkeys) < 0) atomic_store(&pkeys, 0);
+      e = -1;
+    } else if (!e) {
+      atomic_store_explicit(&pkeys, 1, memory_order_relaxed);
+    }
+  }
+  if (e < 0) e = pz_os.mprotect(p, len, PROT_READ | PROT_WRITE) ? errno : 0;
   if (!e) {
     pz_os.madvise(p, len, MADV_DOFORK);
     pz_os.madvise(p, len, MADV_KEEPONFORK);
