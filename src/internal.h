@@ -163,6 +163,10 @@ PZ_HIDDEN size_t pz_faults_injected(void);
 PZ_HIDDEN bool pz_fault_hit(enum pz_fault_kind k, int *err);
 /* pthread_create, or EAGAIN when a thread fault is injected. */
 PZ_HIDDEN int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+/* One of our threads: detached (never keeps the process alive), every
+ * signal blocked (the program's handlers never run on it), `stack` bytes,
+ * named (NULL: unnamed). 0 or the error (EAGAIN). */
+PZ_HIDDEN int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack, const char *name);
 
 /* ==================================================================== os/zero.c
  * Zeroing with non-temporal stores, chosen by CPU features; populating. */

@@ -44,7 +44,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -361,16 +360,8 @@ static void *reader(void *arg) {
     uffd = fd;
     if (zeros == MAP_FAILED)
       zeros = pz_os.mmap(NULL, PZ_CHUNK_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    pthread_t t; /* shares this thread's table */
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 128 << 10);
-    if (pz_thread_create(&t, &attr, registrar, NULL) == 0) {
-      pthread_setname_np(t, "prezero-uffdreg");
+    if (pz_thread_spawn(registrar, NULL, 128 << 10, "prezero-uffdreg") == 0) /* shares this thread's table */
       state = SVC_RUNNING;
-    }
-    pthread_attr_destroy(&attr);
   }
   atomic_store(&svc, state);
   wake_all(&svc);
@@ -414,19 +405,7 @@ static bool running(void) {
       atomic_store(&svc, SVC_UNUSABLE);
       return false;
     }
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 128 << 10);
-    pthread_t t;
-    int rc = pz_thread_create(&t, &attr, reader, NULL);
-    pthread_attr_destroy(&attr);
-    if (rc == 0) pthread_setname_np(t, "prezero-uffd");
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) atomic_store(&svc, SVC_UNUSABLE);
+    if (pz_thread_spawn(reader, NULL, 128 << 10, "prezero-uffd") != 0) atomic_store(&svc, SVC_UNUSABLE);
   }
   while ((s = atomic_load(&svc)) == SVC_STARTING) futex(&svc, FUTEX_WAIT_PRIVATE, SVC_STARTING, NULL);
   return s == SVC_RUNNING;
@@ -463,9 +442,18 @@ bool pz_uffd_register(void *p, size_t len, unsigned node) {
   return call(OP_REGISTER, (uintptr_t)p, (uintptr_t)p + len, node, false, &r) && r;
 }
 
+/* Some registered range overlaps [a, b) (a lock-free look). */
+static bool overlaps(uintptr_t a, uintptr_t b) {
+  if (!atomic_load_explicit(&nlive, memory_order_relaxed)) return false;
+  for (unsigned i = 0; i < RANGES; i++) {
+    uintptr_t e = atomic_load_explicit(&ranges[i].end, memory_order_acquire);
+    if (e > a && atomic_load_explicit(&ranges[i].start, memory_order_relaxed) < b) return true;
+  }
+  return false;
+}
+
 void pz_uffd_unregister(const void *p, size_t len) {
-  if (atomic_load_explicit(&nlive, memory_order_relaxed))
-    call(OP_UNREGISTER, (uintptr_t)p, (uintptr_t)p + len, 0, true, NULL);
+  if (overlaps((uintptr_t)p, (uintptr_t)p + len)) call(OP_UNREGISTER, (uintptr_t)p, (uintptr_t)p + len, 0, true, NULL);
 }
 
 void pz_uffd_unregister_all(void) {

@@ -15,6 +15,7 @@
  * Parsed from the option's text without allocating; the wrappers sit in
  * the os hook table in front of the real calls. */
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -87,9 +88,25 @@ static int f_mprotect(void *a, size_t l, int p) {
 bool pz_fault_hit(enum pz_fault_kind k, int *err) { return active && hit(k, err); }
 
 int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
-  int e;
+  int e = 0;
   if (pz_fault_hit(PZ_FAULT_THREAD, &e)) return e;
   return pthread_create(t, attr, fn, arg);
+}
+
+int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack, const char *name) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, stack);
+  pthread_t t;
+  int rc = pz_thread_create(&t, &attr, fn, arg);
+  if (rc == 0 && name) pthread_setname_np(t, name);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
 }
 
 size_t pz_faults_injected(void) {

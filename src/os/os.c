@@ -47,12 +47,21 @@ void pz_os_set_hooks(const struct pz_os_hooks *h) {
     rc_;                                                                                           \
   })
 
-void *pz_os_map_aligned(size_t len, size_t align) {
+/* Map len bytes aligned to align: at the exact size first (a recent kernel
+ * aligns mappings of whole 2 MiB blocks itself, and a tight RLIMIT_AS is
+ * not spent on the slack of aligning by hand), else over-mapped and
+ * trimmed. */
+static void *map_aligned(size_t len, size_t align, int prot) {
   int saved = errno;
+  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  char *p = pz_os.mmap(NULL, len, prot, flags, -1, 0);
+  if (p != MAP_FAILED && ((uintptr_t)p & (align - 1)) == 0) {
+    errno = saved;
+    return p;
+  }
+  if (p != MAP_FAILED) pz_os.munmap(p, len);
   size_t over = len + align - PZ_PAGE_SIZE;
-  if (over < len) return NULL;
-  char *p = pz_os.mmap(NULL, over, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  p = over < len ? MAP_FAILED : pz_os.mmap(NULL, over, prot, flags, -1, 0);
   errno = saved;
   if (p == MAP_FAILED) return NULL;
   char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
@@ -62,6 +71,8 @@ void *pz_os_map_aligned(size_t len, size_t align) {
   errno = saved;
   return a;
 }
+
+void *pz_os_map_aligned(size_t len, size_t align) { return map_aligned(len, align, PROT_READ | PROT_WRITE); }
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -70,29 +81,8 @@ void *pz_os_map_aligned(size_t len, size_t align) {
 /* Address space for chunks: PROT_NONE, so it is neither memory nor commit
  * charge until a chunk is committed. A program's mlockall(MCL_CURRENT)
  * then populates none of it, and under vm.overcommit_memory=2 it costs
- * nothing. Asked for at its exact size first (a recent kernel aligns
- * mappings of whole 2 MiB blocks itself), so a tight RLIMIT_AS is not
- * spent on the slack of aligning it by hand. */
-void *pz_os_reserve(size_t len, size_t align) {
-  int saved = errno;
-  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-  char *p = pz_os.mmap(NULL, len, PROT_NONE, flags, -1, 0);
-  if (p != MAP_FAILED && ((uintptr_t)p & (align - 1)) == 0) {
-    errno = saved;
-    return p;
-  }
-  if (p != MAP_FAILED) pz_os.munmap(p, len);
-  size_t over = len + align - PZ_PAGE_SIZE;
-  p = over < len ? MAP_FAILED : pz_os.mmap(NULL, over, PROT_NONE, flags, -1, 0);
-  errno = saved;
-  if (p == MAP_FAILED) return NULL;
-  char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
-  if (a > p) pz_os.munmap(p, (size_t)(a - p));
-  size_t tail = (size_t)((p + over) - (a + len));
-  if (tail) pz_os.munmap(a + len, tail);
-  errno = saved;
-  return a;
-}
+ * nothing. */
+void *pz_os_reserve(size_t len, size_t align) { return map_aligned(len, align, PROT_NONE); }
 
 int pz_os_commit(void *p, size_t len) {
   return KEEP_ERRNO(pz_os.mprotect(p, len, PROT_READ | PROT_WRITE) != 0);

@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/mman.h>
 
 #include "internal.h"
@@ -88,25 +87,15 @@ static unsigned helpers_for(size_t len, unsigned node) {
 }
 
 static bool start(struct job *j, unsigned helpers, unsigned *started) {
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * PZ_KiB);
   unsigned n = 0;
   for (unsigned i = 0; i < helpers; i++) {
-    pthread_t t;
     atomic_fetch_add(&j->refs, 1);
-    if (pz_thread_create(&t, &attr, helper, j) != 0) { /* EAGAIN: fewer helpers, same work */
+    if (pz_thread_spawn(helper, j, 64 * PZ_KiB, NULL) != 0) { /* EAGAIN: fewer helpers, same work */
       atomic_fetch_sub(&j->refs, 1);
       break;
     }
     n++;
   }
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
   *started = n;
   return n > 0;
 }

@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -130,23 +129,9 @@ bool pz_workers_start(unsigned node) {
   }
   int expect = 0;
   if (!atomic_compare_exchange_strong(&np->workers, &expect, -1)) return true;
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 256 * PZ_KiB);
   int started = 0;
-  for (long long i = 0; i < pz_opt(PZ_OPT_WORKERS); i++) {
-    pthread_t t;
-    if (pz_thread_create(&t, &attr, worker_main, (void *)(uintptr_t)node) == 0) {
-      pthread_setname_np(t, "prezero-zero");
-      started++;
-    }
-  }
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  for (long long i = 0; i < pz_opt(PZ_OPT_WORKERS); i++)
+    started += pz_thread_spawn(worker_main, (void *)(uintptr_t)node, 256 * PZ_KiB, "prezero-zero") == 0;
   /* -2: could not start (EAGAIN): callers fall back to zeroing inline */
   atomic_store_explicit(&np->workers, started ? started : -2, memory_order_release);
   return started > 0;
