@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -135,11 +136,13 @@ static void *run(void *arg) {
         if (s->p && ((uintptr_t)s->p & (al - 1))) fail("misaligned", al);
         break;
       }
-      case 2: /* an mmap the pool may serve */
+      case 2: /* an mmap the pool may serve: advised huge pages (as a VMM does), some MAP_POPULATE */
         s->n = (32 + rnd(&seed) % 32) << 20;
-        s->p = mmap(NULL, s->n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        s->p = mmap(NULL, s->n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (r % 4 ? 0 : MAP_POPULATE),
+                    -1, 0);
         if (s->p == MAP_FAILED) s->p = NULL;
         else s->mapped = 1;
+        if (s->p && r % 4) madvise(s->p, s->n, MADV_HUGEPAGE);
         if (s->p && s->p[s->n / 2]) fail("mmap not zero", 0);
         if (s->p && r % 3 == 0 && prezero_populate(s->p, s->n) != 0 && errno != ENOMEM)
           fail("populate failed without ENOMEM", (size_t)errno);
@@ -170,6 +173,10 @@ static void *run(void *arg) {
 
 int main(int argc, char **argv) {
   if (argc > 1) seconds = atof(argv[1]);
+  /* a finite address-space limit, far above what this uses: wholly free
+   * regions are then unmapped as they come free (more OS calls to fail) */
+  struct rlimit as = {(rlim_t)1 << 40, (rlim_t)1 << 40};
+  setrlimit(RLIMIT_AS, &as);
   pthread_t t[3];
   int nt = 0;
   for (int i = 0; i < 3; i++)
