@@ -120,6 +120,9 @@ PZ_HIDDEN int pz_os_reset(void *p, size_t len);
 /* The program called mlockall(MCL_FUTURE): fresh mappings are locked, and
  * so is memory the pool hands out again. */
 PZ_HIDDEN extern _Atomic bool pz_mcl_future;
+/* The program called mlock, mlock2 or mlockall at some point: a freed run
+ * may be locked and is unlocked when reset. */
+PZ_HIDDEN extern _Atomic bool pz_program_locks;
 PZ_HIDDEN int pz_os_unmap(void *p, size_t len);
 /* Hint huge pages (returns errno; EINVAL when THP is compiled out). */
 PZ_HIDDEN int pz_os_hugepage(void *p, size_t len);
@@ -789,6 +792,7 @@ PZ_HIDDEN void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off
 PZ_HIDDEN int pz_madvise(void *p, size_t len, int advice);
 PZ_HIDDEN int pz_ioctl(int fd, unsigned long request, void *arg);
 PZ_HIDDEN int pz_mlockall(int flags);
+PZ_HIDDEN int pz_mlock(const void *p, size_t len, unsigned flags); /* mlock2; mlock with flags 0 */
 PZ_HIDDEN int pz_munlockall(void);
 /* Move up to `max` ready chunks (one run) to dst, as the head of a mapping
  * of dst_len bytes replacing [dst, dst+dst_len). Returns chunks moved (0:
@@ -810,8 +814,10 @@ PZ_HIDDEN bool pz_chunk_overlaps(const void *p, size_t len);
  * userfaultfd: chunks of ours there are never touched by us again (free
  * ones leave the pool; one in use is replaced when it comes back). */
 PZ_HIDDEN void pz_chunk_clobbered(const void *p, size_t len);
-/* Unmap every region that is wholly free (the program ran out of address
- * space: RLIMIT_AS); returns chunks unmapped. */
+/* The program ran out of address space, data segment or commit (RLIMIT_AS,
+ * RLIMIT_DATA, mlock limits): free memory is decommitted and every region
+ * left wholly free unmapped; returns chunks given back or unmapped. Skips a
+ * node whose lock is busy (it may be called from a signal handler). */
 PZ_HIDDEN size_t pz_chunk_unmap_free(void);
 /* Before mlockall(MCL_CURRENT): free chunks committed but empty become
  * plain reservations (the kernel would populate and lock them). */

@@ -48,6 +48,8 @@ PZ_EXPORT int ioctl(int fd, unsigned long request, ...) {
   return pz_ioctl(fd, request, arg);
 }
 PZ_EXPORT int mlockall(int flags) { return pz_mlockall(flags); }
+PZ_EXPORT int mlock(const void *a, size_t n) { return pz_mlock(a, n, 0); }
+PZ_EXPORT int mlock2(const void *a, size_t n, unsigned int flags) { return pz_mlock(a, n, flags); }
 PZ_EXPORT int munlockall(void) { return pz_munlockall(); }
 
 /* glibc's internal names, which some programs and tools call directly */

@@ -28,8 +28,10 @@
  *   our registration there goes, so its UFFDIO_REGISTER succeeds and every
  *   page it never touched faults to its handler, as without prezero.
  * mlockall: MCL_CURRENT first unregisters everything (the kernel then
- *   populates it natively) and turns empty committed chunks back into
- *   reservations; MCL_FUTURE is remembered (pz_mcl_future).
+ *   populates it natively) and gives free memory back (unprivileged, all
+ *   mapped memory must fit RLIMIT_MEMLOCK); MCL_FUTURE is remembered
+ *   (pz_mcl_future). mlock, mlock2, mlockall: that the program locks memory
+ *   at all is remembered, so that a freed run is unlocked when reset.
  *
  * Calls made before prezero is initialised go straight to the kernel.
  * mmap may be called from a signal handler (it is async-signal-safe): no
@@ -107,10 +109,12 @@ void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
                    len <= PZ_MAX_ALLOC && !atomic_load_explicit(&pz_mcl_future, memory_order_relaxed);
   bool pop = candidate && (flags & MAP_POPULATE);
   void *p = pz_os.mmap(addr, len, prot, pop ? flags & ~MAP_POPULATE : flags, fd, off);
-  if (p == MAP_FAILED && errno == ENOMEM && ready() && pz_chunk_unmap_free()) {
-    /* out of address space (RLIMIT_AS) while regions of ours sit free:
-     * glibc would have unmapped them at free() */
-    errno = ENOMEM;
+  int err = errno;
+  if (p == MAP_FAILED && (err == ENOMEM || err == EAGAIN) && ready() && pz_chunk_unmap_free()) {
+    /* out of address space, data segment or lockable memory (RLIMIT_AS,
+     * RLIMIT_DATA, RLIMIT_MEMLOCK) while memory of ours sits free: glibc
+     * would have unmapped it at free() */
+    errno = err;
     p = pz_os.mmap(addr, len, prot, pop ? flags & ~MAP_POPULATE : flags, fd, off);
   }
   if (p == MAP_FAILED || !ready()) return p;
@@ -149,11 +153,21 @@ int pz_ioctl(int fd, unsigned long request, void *arg) {
   return (int)syscall(SYS_ioctl, fd, request, arg);
 }
 
+int pz_mlock(const void *p, size_t len, unsigned flags) {
+  atomic_store_explicit(&pz_program_locks, true, memory_order_relaxed);
+  return flags ? (int)syscall(SYS_mlock2, p, len, flags) : (int)syscall(SYS_mlock, p, len);
+}
+
 int pz_mlockall(int flags) {
+  atomic_store_explicit(&pz_program_locks, true, memory_order_relaxed);
   if (ready() && (flags & MCL_CURRENT)) {
+    /* what is free goes back first: the kernel would populate and lock it,
+     * and unprivileged, all mapped memory must fit RLIMIT_MEMLOCK (glibc
+     * had unmapped it at free()) */
     int saved = errno;
     pz_uffd_unregister_all();
     pz_chunk_drop_committed_untouched();
+    pz_chunk_unmap_free();
     errno = saved;
   }
   int r = (int)syscall(SYS_mlockall, flags);

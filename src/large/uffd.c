@@ -68,8 +68,9 @@ static int uioctl(unsigned long request, void *arg) { return pz_os_ioctl(uffd, r
 
 /* What is registered, with the node whose pool serves it (the caller's).
  * Written by the service threads under table_lock; read without it. A
- * range the program unmapped stays until it is unregistered or evicted
- * (harmless: no fault comes from it; unregistering it again is a no-op). */
+ * range the program unmapped stays until it is unregistered or its slot is
+ * needed (harmless meanwhile: no fault comes from it; unregistering it
+ * again is a no-op). */
 #define RANGES 256
 static struct {
   _Atomic uintptr_t start, end; /* end 0: free slot */
@@ -77,7 +78,6 @@ static struct {
 } ranges[RANGES];
 static _Atomic unsigned nlive; /* slots in use: the program's calls skip us when 0 */
 static atomic_flag table_lock = ATOMIC_FLAG_INIT;
-static unsigned evict_next;
 
 static void table_lock_take(void) {
   while (atomic_flag_test_and_set_explicit(&table_lock, memory_order_acquire)) sched_yield();
@@ -88,24 +88,30 @@ static void slot_clear(unsigned i) {
   if (atomic_exchange_explicit(&ranges[i].end, 0, memory_order_relaxed)) atomic_fetch_sub(&nlive, 1);
 }
 
-static void table_add(uintptr_t a, uintptr_t b, unsigned node) {
+/* A slot for [a, b); false when every slot holds a range still mapped (the
+ * caller then does not serve it: every registration of ours must stay
+ * known, or the program's own UFFDIO_REGISTER there would fail). */
+static bool table_add(uintptr_t a, uintptr_t b, unsigned node) {
   table_lock_take();
   unsigned slot = RANGES;
-  for (unsigned i = 0; i < RANGES; i++) {
-    uintptr_t s = atomic_load_explicit(&ranges[i].start, memory_order_relaxed);
-    uintptr_t e = atomic_load_explicit(&ranges[i].end, memory_order_relaxed);
-    if (e && s >= a && e <= b) slot_clear(i); /* registered again, whole */
-    if (!atomic_load_explicit(&ranges[i].end, memory_order_relaxed) && slot == RANGES) slot = i;
+  for (int pass = 0; pass < 2 && slot == RANGES; pass++)
+    for (unsigned i = 0; i < RANGES; i++) {
+      uintptr_t s = atomic_load_explicit(&ranges[i].start, memory_order_relaxed);
+      uintptr_t e = atomic_load_explicit(&ranges[i].end, memory_order_relaxed);
+      unsigned char v;
+      if (e && s >= a && e <= b) slot_clear(i); /* registered again, whole */
+      /* full: forget ranges the program unmapped (their registration went with them) */
+      else if (e && pass && mincore((void *)s, PZ_PAGE_SIZE, &v) != 0 && errno == ENOMEM) slot_clear(i);
+      if (!atomic_load_explicit(&ranges[i].end, memory_order_relaxed) && slot == RANGES) slot = i;
+    }
+  if (slot < RANGES) {
+    atomic_store_explicit(&ranges[slot].start, a, memory_order_relaxed);
+    atomic_store_explicit(&ranges[slot].node, node, memory_order_relaxed);
+    atomic_store_explicit(&ranges[slot].end, b, memory_order_release);
+    atomic_fetch_add(&nlive, 1);
   }
-  if (slot == RANGES) { /* full: forget one (its faults are then answered a page at a time) */
-    slot = evict_next++ % RANGES;
-    slot_clear(slot);
-  }
-  atomic_store_explicit(&ranges[slot].start, a, memory_order_relaxed);
-  atomic_store_explicit(&ranges[slot].node, node, memory_order_relaxed);
-  atomic_store_explicit(&ranges[slot].end, b, memory_order_release);
-  atomic_fetch_add(&nlive, 1);
   table_lock_drop();
+  return slot < RANGES;
 }
 
 /* The registered range holding a (false: none known). */
@@ -298,7 +304,11 @@ static size_t do_register(uintptr_t a, uintptr_t b, unsigned node) {
     uioctl(UFFDIO_UNREGISTER, &r);
     return 0;
   }
-  table_add(a, b, node);
+  if (!table_add(a, b, node)) { /* no slot: not served */
+    struct uffdio_range r = {a, b - a};
+    uioctl(UFFDIO_UNREGISTER, &r);
+    return 0;
+  }
   atomic_fetch_add_explicit(&pz_gstats.uffd_mappings, 1, memory_order_relaxed);
   return 1;
 }

@@ -3,6 +3,7 @@
  * with fakes (to make mmap fail, to count madvise calls). Every wrapper
  * returns 0 or an errno value and leaves the caller's errno alone. */
 
+#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -100,7 +101,7 @@ int pz_os_decommit(void *p, size_t len) {
   return e;
 }
 
-_Atomic bool pz_mcl_future;
+_Atomic bool pz_mcl_future, pz_program_locks;
 
 /* What a program may have set on memory it gave back, undone: protection
  * (the one call that can fail: sealed memory, a hole the program
@@ -108,19 +109,26 @@ _Atomic bool pz_mcl_future;
  * locked under mlockall(MCL_FUTURE), where a fresh mapping would be). Each
  * call is a few hundred ns on a range that has none of it. Huge-page
  * advice and NUMA binding are the caller's to restore. */
-static _Atomic int pkeys = -1; /* pkey_mprotect works: memory keys exist here */
+/* Memory protection keys are enabled (x86 CPUID.7.0:ECX.OSPKE): asked of
+ * the CPU, not the kernel, so a process whose seccomp filter forbids
+ * pkey_mprotect never sees us call it where keys cannot exist. */
+static bool pkeys_enabled(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a, b, c, d;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 4));
+#else
+  return false;
+#endif
+}
 
 int pz_os_reset(void *p, size_t len) {
+  static int pkeys = -1;
+  if (pkeys < 0) pkeys = pkeys_enabled();
   int saved = errno, e = -1;
   /* a program's memory key goes too: a plain mprotect keeps it */
-  if (atomic_load_explicit(&pkeys, memory_order_relaxed) != 0) {
+  if (pkeys) {
     e = syscall(SYS_pkey_mprotect, p, len, PROT_READ | PROT_WRITE, 0) ? errno : 0;
-    if (e == EINVAL || e == ENOSYS) { /* no memory keys (key 0 is not even allocated) */
-      if (atomic_load(&pkeys) < 0) atomic_store(&pkeys, 0);
-      e = -1;
-    } else if (!e) {
-      atomic_store_explicit(&pkeys, 1, memory_order_relaxed);
-    }
+    if (e == EINVAL || e == ENOSYS) e = -1;
   }
   if (e < 0) e = pz_os.mprotect(p, len, PROT_READ | PROT_WRITE) ? errno : 0;
   if (!e) {
@@ -129,8 +137,10 @@ int pz_os_reset(void *p, size_t len) {
     pz_os.madvise(p, len, MADV_DODUMP);
     pz_os.madvise(p, len, MADV_NORMAL);
     pz_os.madvise(p, len, MADV_UNMERGEABLE);
+    /* only for a program that ever locked memory: a sandbox's system-call
+     * filter may allow no more than glibc's malloc makes */
     if (atomic_load_explicit(&pz_mcl_future, memory_order_relaxed)) syscall(SYS_mlock, p, len);
-    else syscall(SYS_munlock, p, len);
+    else if (atomic_load_explicit(&pz_program_locks, memory_order_relaxed)) syscall(SYS_munlock, p, len);
   }
   errno = saved;
   return e;

@@ -188,6 +188,7 @@ static void claim_chunk(struct pz_node_pool *np, struct pz_region *r, size_t i, 
 /* A chunk an allocation may use: free, or being pre-faulted (stealable). */
 static inline bool avail(const struct pz_region *r, size_t i) {
   uint8_t s = r->state[i];
+  if (PZ_UNLIKELY(__atomic_load_n(&r->foreign[i], __ATOMIC_ACQUIRE))) return false; /* the program's now */
   return s <= PZ_CS_DIRTY || (s == PZ_CS_BUSY && (r->claim_id[i] & PZ_CLAIM_POP));
 }
 
@@ -227,6 +228,8 @@ static size_t unmap_free_regions(struct pz_node_pool *np) {
   return done;
 }
 
+static size_t shrink_node(unsigned node, size_t give, size_t floor);
+
 /* The process has an address-space limit (RLIMIT_AS, ulimit -v): read now,
  * the program may set it at any time. */
 static bool address_space_limited(void) {
@@ -237,9 +240,18 @@ static bool address_space_limited(void) {
 size_t pz_chunk_unmap_free(void) {
   size_t n = 0;
   for (unsigned node = 0; node < pz_topo.nnodes; node++) {
-    pthread_mutex_lock(&pz_nodes[node].lock);
-    n += unmap_free_regions(&pz_nodes[node]);
-    pthread_mutex_unlock(&pz_nodes[node].lock);
+    struct pz_node_pool *np = &pz_nodes[node];
+    /* the program's mmap may come from a signal handler that interrupted
+     * this thread inside malloc: a busy lock is skipped. Once it was free,
+     * this thread does not hold it, and shrink_node may wait for it. */
+    if (pthread_mutex_trylock(&np->lock) != 0) continue;
+    pthread_mutex_unlock(&np->lock);
+    /* free memory decommitted first (no longer data, commit, or lockable),
+     * then every region left wholly free unmapped */
+    n += shrink_node(node, SIZE_MAX, 0);
+    pthread_mutex_lock(&np->lock);
+    n += unmap_free_regions(np);
+    pthread_mutex_unlock(&np->lock);
   }
   return n;
 }
@@ -265,6 +277,7 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
   size_t want = have < REGION_MIN_CHUNKS ? REGION_MIN_CHUNKS : have > REGION_MAX_CHUNKS ? REGION_MAX_CHUNKS : have;
   size_t room = need_chunks > 1 ? need_chunks + need_chunks / 4 + 1 : need_chunks;
   if (want < room) want = room;
+  if (atomic_load_explicit(&pz_mcl_future, memory_order_relaxed)) want = need_chunks; /* all of it counts as locked */
   size_t al = align > PZ_CHUNK_SIZE ? align : PZ_CHUNK_SIZE;
   char *base = NULL;
   for (bool unmapped = false;;) { /* a smaller region when the OS refuses (RLIMIT_AS) */
@@ -552,7 +565,6 @@ static bool sanitize(struct pz_region *r, size_t i, size_t n, bool *fresh) {
 }
 
 static void release_range(struct pz_node_pool *np, struct pz_region *r, size_t i, size_t n);
-static size_t shrink_node(unsigned node, size_t give, size_t floor);
 
 /* Chunks [i + keep, i + n) of the run at i, just taken, could not be
  * committed: free again (dirty where committed, else reserved), the run
@@ -714,6 +726,10 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
       return NULL;
     }
   }
+  /* mlockall(MCL_FUTURE): memory handed out is locked, as a fresh mapping
+   * would be (chunks the pool had before the call are not) */
+  if (atomic_load_explicit(&pz_mcl_future, memory_order_relaxed))
+    syscall(SYS_mlock, base, n << PZ_CHUNK_SHIFT);
   if (start) pz_workers_start(np->node);
   size_t zeroed = 0;
   if ((flags & PZ_CA_ZERO) == PZ_CA_ZERO) {
@@ -779,7 +795,10 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
   bool workers = workers_usable(np), over = over_max(np, n);
   /* vm.overcommit_memory=2: free memory kept would hold commit charge that
    * another allocation (ours or anyone's, glibc having unmapped it) may need */
-  bool discard = ok && !fresh && ((!workers && over) || pz_kernel.overcommit == 2) && decommit(r, i, n) == 0;
+  /* under mlockall(MCL_FUTURE) kept memory is locked memory (RLIMIT_MEMLOCK):
+   * it goes back at once too, as glibc's munmap would take it */
+  bool mcl = atomic_load_explicit(&pz_mcl_future, memory_order_relaxed);
+  bool discard = ok && !fresh && ((!workers && over) || pz_kernel.overcommit == 2 || mcl) && decommit(r, i, n) == 0;
   if (ok && !fresh && !discard) lazyfree(r, i, n);
   pthread_mutex_lock(&np->lock);
   if ((pz_map_get(r->base + (head << PZ_CHUNK_SHIFT)) & 15) == PZ_MK_SMALL) np->small_chunks -= n;
@@ -802,7 +821,7 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
   np->st.runs_free++;
   /* under RLIMIT_AS a region all free is unmapped at once: glibc would have
    * unmapped the block, and the program may need the address space */
-  if (r->nfree == r->nchunks && !r->npop && address_space_limited()) unmap_free_regions(np);
+  if (r->nfree == r->nchunks && !r->npop && (mcl || address_space_limited())) unmap_free_regions(np);
   /* wake a worker for a batch, not for every chunk: a single chunk freed and
    * allocated again at once is better zeroed inline than raced for; and
    * for memory past the maximum, which it gives back once idle */
@@ -1077,7 +1096,22 @@ static void clobber_one(struct pz_node_pool *np, struct pz_region *r, size_t i) 
 }
 
 void pz_chunk_clobbered(const void *p, size_t len) {
-  if (pz_chunk_overlaps(p, len)) for_our_chunks(p, len, clobber_one);
+  if (!pz_chunk_overlaps(p, len)) return;
+  /* marked at once, without the lock (a signal handler's MAP_FIXED may
+   * interrupt a thread holding it): nothing takes or claims a free foreign
+   * chunk (avail(), claim()), and one in use is replaced when it comes
+   * back; then, where the lock is free, free ones leave the pool */
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK, end = (uintptr_t)p + len;
+  bool busy = false;
+  for (; a < end && a >= ((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK); a += PZ_CHUNK_SIZE) {
+    size_t i;
+    struct pz_region *r = region_of((const void *)a, &i);
+    if (!r) continue;
+    __atomic_store_n(&r->foreign[i], 1, __ATOMIC_RELEASE);
+    busy |= pthread_mutex_trylock(&pz_nodes[r->node].lock) != 0;
+    if (!busy) pthread_mutex_unlock(&pz_nodes[r->node].lock);
+  }
+  if (!busy) for_our_chunks(p, len, clobber_one);
 }
 
 /* Lock held: a free chunk that is committed but holds no pages (given back
@@ -1120,10 +1154,10 @@ static size_t claim(struct pz_node_pool *np, enum pz_chunk_state s, size_t max, 
          r = pass ? r->next : NULL) {
       if (pass && r == first) continue;
       for (size_t i = 0; i < r->nchunks && got < max && nr < nclaims; i++) {
-        if (r->state[i] != s) continue;
+        if (r->state[i] != s || r->foreign[i]) continue;
         size_t n = 0;
         uint32_t id = new_claim_id(np, s == PZ_CS_UNTOUCHED);
-        while (i + n < r->nchunks && r->state[i + n] == s && got + n < max) {
+        while (i + n < r->nchunks && r->state[i + n] == s && !r->foreign[i + n] && got + n < max) {
           claim_chunk(np, r, i + n, id);
           n++;
         }

@@ -357,6 +357,11 @@ static void page_unfull(pz_heap *h, pz_page *pg, bool second) {
   }
   queue_remove(h, pg);
   pg->in_full = 0;
+  /* a front page kept although empty (the alloc/free ping-pong) that is
+   * pushed back now would never be retired: no free comes to it again
+   * (measured: 12000 blocks of 64 KiB freed kept 750 MiB resident) */
+  pz_page *front = h->pages[pg->cls];
+  if (!second && front != pg && front->used == 0 && front->nslices && !front->in_full) page_retire(h, front);
   if (second) queue_insert_second(h, pg);
   else queue_push(h, pg);
 }

@@ -243,9 +243,14 @@ static void uffd_cases(void) {
   struct prezero_stats a = stats();
   size_t before = rss();
   for (size_t b = 0; b < LEN; b += 16 * MiB) m[b + 4096 * 3] = 1;
-  struct prezero_stats z = stats();
-  size_t blocks = LEN / (16 * MiB), got = z.uffd_moved_bytes + z.uffd_copied_bytes -
-                                              a.uffd_moved_bytes - a.uffd_copied_bytes;
+  size_t blocks = LEN / (16 * MiB), got = 0;
+  struct prezero_stats z;
+  /* the reader thread counts a move after it woke the writer: wait for it */
+  for (int w = 0; w < 100; w++, usleep(10000)) {
+    z = stats();
+    got = z.uffd_moved_bytes + z.uffd_copied_bytes - a.uffd_moved_bytes - a.uffd_copied_bytes;
+    if (got >= blocks * 2 * MiB && z.uffd_faults - a.uffd_faults >= blocks) break;
+  }
   CHECK(z.uffd_faults - a.uffd_faults == blocks, "%zu blocks touched, %llu faults answered", blocks,
         (unsigned long long)(z.uffd_faults - a.uffd_faults));
   CHECK(got == blocks * 2 * MiB, "touching %zu blocks brought %zu MiB in", blocks, got / MiB);
