@@ -123,6 +123,11 @@ PZ_HIDDEN extern _Atomic bool pz_mcl_future;
 /* The program called mlock, mlock2 or mlockall at some point: a freed run
  * may be locked and is unlocked when reset. */
 PZ_HIDDEN extern _Atomic bool pz_program_locks;
+/* The process has an address-space limit (RLIMIT_AS, ulimit -v): read at
+ * start and again whenever the program sets a limit through us (setrlimit,
+ * prlimit), not on every free (a sandbox may forbid prlimit64 later on). */
+PZ_HIDDEN extern _Atomic bool pz_as_limited;
+PZ_HIDDEN void pz_os_read_limits(void);
 PZ_HIDDEN int pz_os_unmap(void *p, size_t len);
 /* Hint huge pages (returns errno; EINVAL when THP is compiled out). */
 PZ_HIDDEN int pz_os_hugepage(void *p, size_t len);
@@ -794,6 +799,7 @@ PZ_HIDDEN int pz_ioctl(int fd, unsigned long request, void *arg);
 PZ_HIDDEN int pz_mlockall(int flags);
 PZ_HIDDEN int pz_mlock(const void *p, size_t len, unsigned flags); /* mlock2; mlock with flags 0 */
 PZ_HIDDEN int pz_munlockall(void);
+PZ_HIDDEN int pz_prlimit(pid_t pid, int resource, const void *new_limit, void *old_limit);
 /* Move up to `max` ready chunks (one run) to dst, as the head of a mapping
  * of dst_len bytes replacing [dst, dst+dst_len). Returns chunks moved (0:
  * none ready, or the move failed and nothing changed). */

@@ -56,6 +56,7 @@ static void init_once(void) {
   pz_topo_init();
   pz_pool_init();
   pz_uffd_init();
+  pz_os_read_limits();
   pz_zero_select((int)pz_opt(PZ_OPT_ZERO_METHOD) - 1);
   if (pz_small_init() != 0) pz_warn("pthread_key_create failed: thread caches are not returned at thread exit");
   pthread_atfork(prefork, postfork_parent, postfork_child);

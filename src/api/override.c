@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,6 +49,18 @@ PZ_EXPORT int ioctl(int fd, unsigned long request, ...) {
   return pz_ioctl(fd, request, arg);
 }
 PZ_EXPORT int mlockall(int flags) { return pz_mlockall(flags); }
+PZ_EXPORT int setrlimit(__rlimit_resource_t resource, const struct rlimit *rl) {
+  return pz_prlimit(0, (int)resource, rl, NULL);
+}
+PZ_EXPORT int setrlimit64(__rlimit_resource_t resource, const struct rlimit64 *rl) {
+  return pz_prlimit(0, (int)resource, rl, NULL);
+}
+PZ_EXPORT int prlimit(pid_t pid, __rlimit_resource_t resource, const struct rlimit *rl, struct rlimit *old) {
+  return pz_prlimit(pid, (int)resource, rl, old);
+}
+PZ_EXPORT int prlimit64(pid_t pid, __rlimit_resource_t resource, const struct rlimit64 *rl, struct rlimit64 *old) {
+  return pz_prlimit(pid, (int)resource, rl, old);
+}
 PZ_EXPORT int mlock(const void *a, size_t n) { return pz_mlock(a, n, 0); }
 PZ_EXPORT int mlock2(const void *a, size_t n, unsigned int flags) { return pz_mlock(a, n, flags); }
 PZ_EXPORT int munlockall(void) { return pz_munlockall(); }

@@ -27,6 +27,7 @@
  * ioctl: before the program registers a range with its own userfaultfd,
  *   our registration there goes, so its UFFDIO_REGISTER succeeds and every
  *   page it never touched faults to its handler, as without prezero.
+ * setrlimit, prlimit: an address-space limit is noted (pz_as_limited).
  * mlockall: MCL_CURRENT first unregisters everything (the kernel then
  *   populates it natively) and gives free memory back (unprivileged, all
  *   mapped memory must fit RLIMIT_MEMLOCK); MCL_FUTURE is remembered
@@ -41,6 +42,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -178,5 +180,17 @@ int pz_mlockall(int flags) {
 int pz_munlockall(void) {
   int r = (int)syscall(SYS_munlockall);
   if (r == 0) atomic_store(&pz_mcl_future, false);
+  return r;
+}
+
+/* setrlimit, prlimit: an address-space limit makes prezero unmap regions
+ * that come free (glibc would have unmapped the blocks). */
+int pz_prlimit(pid_t pid, int resource, const void *new_limit, void *old_limit) {
+  int r = (int)syscall(SYS_prlimit64, pid, resource, new_limit, old_limit);
+  if (r == 0 && new_limit && resource == RLIMIT_AS && (pid == 0 || pid == getpid())) {
+    int saved = errno;
+    pz_os_read_limits();
+    errno = saved;
+  }
   return r;
 }

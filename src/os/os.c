@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,7 +102,13 @@ int pz_os_decommit(void *p, size_t len) {
   return e;
 }
 
-_Atomic bool pz_mcl_future, pz_program_locks;
+_Atomic bool pz_mcl_future, pz_program_locks, pz_as_limited;
+
+void pz_os_read_limits(void) {
+  struct rlimit rl;
+  bool limited = syscall(SYS_prlimit64, 0, RLIMIT_AS, NULL, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY;
+  atomic_store_explicit(&pz_as_limited, limited, memory_order_relaxed);
+}
 
 /* What a program may have set on memory it gave back, undone: protection
  * (the one call that can fail: sealed memory, a hole the program

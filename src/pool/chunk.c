@@ -230,13 +230,6 @@ static size_t unmap_free_regions(struct pz_node_pool *np) {
 
 static size_t shrink_node(unsigned node, size_t give, size_t floor);
 
-/* The process has an address-space limit (RLIMIT_AS, ulimit -v): read now,
- * the program may set it at any time. */
-static bool address_space_limited(void) {
-  struct rlimit rl;
-  return syscall(SYS_prlimit64, 0, RLIMIT_AS, NULL, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY;
-}
-
 size_t pz_chunk_unmap_free(void) {
   size_t n = 0;
   for (unsigned node = 0; node < pz_topo.nnodes; node++) {
@@ -821,7 +814,7 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
   np->st.runs_free++;
   /* under RLIMIT_AS a region all free is unmapped at once: glibc would have
    * unmapped the block, and the program may need the address space */
-  if (r->nfree == r->nchunks && !r->npop && (mcl || address_space_limited())) unmap_free_regions(np);
+  if (r->nfree == r->nchunks && !r->npop && (mcl || atomic_load_explicit(&pz_as_limited, memory_order_relaxed))) unmap_free_regions(np);
   /* wake a worker for a batch, not for every chunk: a single chunk freed and
    * allocated again at once is better zeroed inline than raced for; and
    * for memory past the maximum, which it gives back once idle */
