@@ -825,9 +825,7 @@ PZ_HIDDEN void pz_chunk_clobbered(const void *p, size_t len);
  * left wholly free unmapped; returns chunks given back or unmapped. Skips a
  * node whose lock is busy (it may be called from a signal handler). */
 PZ_HIDDEN size_t pz_chunk_unmap_free(void);
-/* Before mlockall(MCL_CURRENT): free chunks committed but empty become
- * plain reservations (the kernel would populate and lock them). */
-PZ_HIDDEN void pz_chunk_drop_committed_untouched(void);
+
 /* The node's pool has, or keeps, ready chunks (a racy look, no lock). */
 PZ_HIDDEN bool pz_pool_serves(unsigned node);
 PZ_HIDDEN bool pz_chunk_small_pages(const void *chunk);

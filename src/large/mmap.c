@@ -168,7 +168,6 @@ int pz_mlockall(int flags) {
      * had unmapped it at free()) */
     int saved = errno;
     pz_uffd_unregister_all();
-    pz_chunk_drop_committed_untouched();
     pz_chunk_unmap_free();
     errno = saved;
   }

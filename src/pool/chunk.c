@@ -229,6 +229,7 @@ static size_t unmap_free_regions(struct pz_node_pool *np) {
 }
 
 static size_t shrink_node(unsigned node, size_t give, size_t floor);
+static int decommit(struct pz_region *r, size_t i, size_t n);
 
 size_t pz_chunk_unmap_free(void) {
   size_t n = 0;
@@ -239,14 +240,34 @@ size_t pz_chunk_unmap_free(void) {
      * this thread does not hold it, and shrink_node may wait for it. */
     if (pthread_mutex_trylock(&np->lock) != 0) continue;
     pthread_mutex_unlock(&np->lock);
-    /* free memory decommitted first (no longer data, commit, or lockable),
-     * then every region left wholly free unmapped */
+    /* free memory decommitted first (no longer data, commit, or lockable;
+     * with it free chunks committed but empty: pages moved out, or given
+     * back by MADV_DONTNEED), then every region left wholly free unmapped */
     n += shrink_node(node, SIZE_MAX, 0);
     pthread_mutex_lock(&np->lock);
+    for (struct pz_region *r = np->regions; r; r = r->next)
+      for (size_t i = 0; i < r->nchunks; i++)
+        if (r->state[i] == PZ_CS_UNTOUCHED && r->rw[i] && !r->foreign[i] && decommit(r, i, 1) == 0) n++;
     n += unmap_free_regions(np);
     pthread_mutex_unlock(&np->lock);
   }
   return n;
+}
+
+/* The per-chunk arrays of r for `want` chunks, zeroed: one metadata block
+ * (a husk's, when it is large enough). False when memory is refused. */
+static bool region_arrays(struct pz_region *r, size_t want) {
+  if (r->cap < want) {
+    char *m = pz_meta_alloc(want * (3 * sizeof(uint32_t) + 5));
+    if (!m) return false;
+    r->runlen = (uint32_t *)m, r->idle_since = r->runlen + want, r->claim_id = r->idle_since + want;
+    r->state = (uint8_t *)(r->claim_id + want), r->nohuge = r->state + want, r->released = r->nohuge + want;
+    r->rw = r->released + want, r->foreign = r->rw + want;
+    r->cap = (uint32_t)want;
+    return true; /* fresh metadata is zero */
+  }
+  memset(r->runlen, 0, (size_t)r->cap * (3 * sizeof(uint32_t) + 5)); /* a husk's block, laid out as above */
+  return true;
 }
 
 /* Called with np->lock held. */
@@ -281,40 +302,16 @@ static struct pz_region *region_create(struct pz_node_pool *np, size_t need_chun
     else if (!unmapped && unmap_free_regions(np)) unmapped = true;
     else return NULL;
   }
+  bool reuse = r != NULL;
   if (!r) r = pz_meta_alloc(sizeof *r);
-  bool reuse = r && r->state && r->id; /* a husk: its arrays are sized for its old length */
-  size_t cap = reuse && r->cap >= want ? r->cap : want;
-  uint8_t *state = reuse && r->cap >= want ? r->state : pz_meta_alloc(cap);
-  uint32_t *runlen = reuse && r->cap >= want ? r->runlen : pz_meta_alloc(cap * sizeof(uint32_t));
-  uint8_t *nohuge = reuse && r->cap >= want ? r->nohuge : pz_meta_alloc(cap);
-  uint8_t *released = reuse && r->cap >= want ? r->released : pz_meta_alloc(cap);
-  uint32_t *idle_since = reuse && r->cap >= want ? r->idle_since : pz_meta_alloc(cap * sizeof(uint32_t));
-  uint32_t *claim_id = reuse && r->cap >= want ? r->claim_id : pz_meta_alloc(cap * sizeof(uint32_t));
-  uint8_t *rw = reuse && r->cap >= want ? r->rw : pz_meta_alloc(cap);
-  uint8_t *foreign = reuse && r->cap >= want ? r->foreign : pz_meta_alloc(cap);
-  if (!r || !state || !runlen || !nohuge || !released || !idle_since || !claim_id || !rw || !foreign ||
-      !map_prepare(base, want)) {
+  if (!r || !region_arrays(r, want) || !map_prepare(base, want)) {
     pz_os_unmap(base, want << PZ_CHUNK_SHIFT);
     return NULL; /* metadata lost (never freed); we are out of memory anyway */
-  }
-  if (reuse) { /* arrays kept from the husk: back to zero */
-    memset(state, 0, want), memset(runlen, 0, want * sizeof(uint32_t)), memset(nohuge, 0, want);
-    memset(released, 0, want), memset(idle_since, 0, want * sizeof(uint32_t));
-    memset(claim_id, 0, want * sizeof(uint32_t)), memset(rw, 0, want), memset(foreign, 0, want);
   }
   advise(base, want << PZ_CHUNK_SHIFT);
   pz_os_bind_node(base, want << PZ_CHUNK_SHIFT, np->node);
   r->base = base;
-  r->cap = (uint32_t)cap;
-  r->nfree = (uint32_t)want;
-  r->state = state; /* zero = PZ_CS_UNTOUCHED */
-  r->runlen = runlen;
-  r->nohuge = nohuge;
-  r->released = released;
-  r->idle_since = idle_since;
-  r->claim_id = claim_id;
-  r->rw = rw; /* zero: reserved, PROT_NONE */
-  r->foreign = foreign;
+  r->nfree = (uint32_t)want; /* all UNTOUCHED (state 0), reserved only (rw 0) */
   r->node = np->node;
   r->npop = 0;
   if (!reuse) {
@@ -786,10 +783,10 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
   struct pz_node_pool *np = &pz_nodes[r->node];
   bool fresh, ok = sanitize(r, i, n, &fresh);
   bool workers = workers_usable(np), over = over_max(np, n);
-  /* vm.overcommit_memory=2: free memory kept would hold commit charge that
-   * another allocation (ours or anyone's, glibc having unmapped it) may need */
-  /* under mlockall(MCL_FUTURE) kept memory is locked memory (RLIMIT_MEMLOCK):
-   * it goes back at once too, as glibc's munmap would take it */
+  /* Kept memory would hold what another allocation (ours or anyone's,
+   * glibc having unmapped it) may need: commit charge under
+   * vm.overcommit_memory=2, locked memory (RLIMIT_MEMLOCK) under
+   * mlockall(MCL_FUTURE). It goes back at once there. */
   bool mcl = atomic_load_explicit(&pz_mcl_future, memory_order_relaxed);
   bool discard = ok && !fresh && ((!workers && over) || pz_kernel.overcommit == 2 || mcl) && decommit(r, i, n) == 0;
   if (ok && !fresh && !discard) lazyfree(r, i, n);
@@ -1053,22 +1050,6 @@ bool pz_chunk_lend_one_done(void *chunk, size_t moved, bool stale) {
   return true;
 }
 
-/* Each chunk overlapping [p, p+len) that is ours, for an action under its
- * node's lock: fn(np, r, i). */
-static void for_our_chunks(const void *p, size_t len,
-                           void (*fn)(struct pz_node_pool *np, struct pz_region *r, size_t i)) {
-  uintptr_t a = (uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK, end = (uintptr_t)p + len;
-  for (; a < end && a >= ((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK); a += PZ_CHUNK_SIZE) {
-    size_t i;
-    struct pz_region *r = region_of((const void *)a, &i);
-    if (!r) continue;
-    struct pz_node_pool *np = &pz_nodes[r->node];
-    pthread_mutex_lock(&np->lock);
-    if (i < r->nchunks && region_of((const void *)a, &i) == r) fn(np, r, i);
-    pthread_mutex_unlock(&np->lock);
-  }
-}
-
 bool pz_chunk_overlaps(const void *p, size_t len) {
   uintptr_t a = (uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK, end = (uintptr_t)p + len;
   for (; a < end && a >= ((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK); a += PZ_CHUNK_SIZE)
@@ -1093,33 +1074,18 @@ void pz_chunk_clobbered(const void *p, size_t len) {
   /* marked at once, without the lock (a signal handler's MAP_FIXED may
    * interrupt a thread holding it): nothing takes or claims a free foreign
    * chunk (avail(), claim()), and one in use is replaced when it comes
-   * back; then, where the lock is free, free ones leave the pool */
+   * back; where the lock is free, a free one leaves the pool now */
   uintptr_t a = (uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK, end = (uintptr_t)p + len;
-  bool busy = false;
   for (; a < end && a >= ((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK); a += PZ_CHUNK_SIZE) {
     size_t i;
     struct pz_region *r = region_of((const void *)a, &i);
     if (!r) continue;
     __atomic_store_n(&r->foreign[i], 1, __ATOMIC_RELEASE);
-    busy |= pthread_mutex_trylock(&pz_nodes[r->node].lock) != 0;
-    if (!busy) pthread_mutex_unlock(&pz_nodes[r->node].lock);
+    struct pz_node_pool *np = &pz_nodes[r->node];
+    if (pthread_mutex_trylock(&np->lock) != 0) continue;
+    if (region_of((const void *)a, &i) == r) clobber_one(np, r, i);
+    pthread_mutex_unlock(&np->lock);
   }
-  if (!busy) for_our_chunks(p, len, clobber_one);
-}
-
-/* Lock held: a free chunk that is committed but holds no pages (given back
- * by MADV_DONTNEED, or its pages moved out) is made a plain reservation
- * again, before mlockall(MCL_CURRENT) would populate and lock it. */
-static void drop_one(struct pz_node_pool *np, struct pz_region *r, size_t i) {
-  (void)np;
-  if (r->state[i] == PZ_CS_UNTOUCHED && r->rw[i] && !r->foreign[i]) decommit(r, i, 1);
-}
-
-void pz_chunk_drop_committed_untouched(void) {
-  for (unsigned node = 0; node < pz_topo.nnodes; node++)
-    for (struct pz_region *r = __atomic_load_n(&pz_nodes[node].regions, __ATOMIC_ACQUIRE); r; r = r->next)
-      for (size_t i = 0; i < __atomic_load_n(&r->nchunks, __ATOMIC_ACQUIRE); i++)
-        if (r->state[i] == PZ_CS_UNTOUCHED && r->rw[i]) for_our_chunks(r->base + (i << PZ_CHUNK_SHIFT), 1, drop_one);
 }
 
 bool pz_pool_serves(unsigned node) {

@@ -52,46 +52,39 @@
 static const char *dropin_name = "dropin";
 static int dropin_failures;
 
-/* One line per failed check. */
-__attribute__((format(printf, 1, 2), unused)) static void fail(const char *fmt, ...) {
+/* One line, "name: TAG" and the message, written to fd without stdio. */
+static void say(int fd, const char *tag, const char *fmt, va_list ap) {
   char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = snprintf(buf, sizeof buf, "%s: FAIL: ", dropin_name);
+  int n = snprintf(buf, sizeof buf, "%s: %s", dropin_name, tag);
   if (n < 0) n = 0;
   vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
-  va_end(ap);
   size_t len = strlen(buf);
   if (len + 1 < sizeof buf) buf[len++] = '\n';
-  if (write(2, buf, len) < 0) { /* nothing to do */ }
+  if (write(fd, buf, len) < 0) { /* nothing to do */ }
+}
+
+/* One line per failed check. */
+__attribute__((format(printf, 1, 2), unused)) static void fail(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  say(2, "FAIL: ", fmt, ap);
+  va_end(ap);
   dropin_failures++;
 }
 
 /* Informational line (stdout: meson keeps it in the log). */
 __attribute__((format(printf, 1, 2), unused)) static void note(const char *fmt, ...) {
-  char buf[512];
   va_list ap;
   va_start(ap, fmt);
-  int n = snprintf(buf, sizeof buf, "%s: ", dropin_name);
-  if (n < 0) n = 0;
-  vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+  say(1, "", fmt, ap);
   va_end(ap);
-  size_t len = strlen(buf);
-  if (len + 1 < sizeof buf) buf[len++] = '\n';
-  if (write(1, buf, len) < 0) { /* nothing to do */ }
 }
 
 __attribute__((format(printf, 1, 2), noreturn, unused)) static void skip(const char *fmt, ...) {
-  char buf[512];
   va_list ap;
   va_start(ap, fmt);
-  int n = snprintf(buf, sizeof buf, "%s: SKIP: ", dropin_name);
-  if (n < 0) n = 0;
-  vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+  say(1, "SKIP: ", fmt, ap);
   va_end(ap);
-  size_t len = strlen(buf);
-  if (len + 1 < sizeof buf) buf[len++] = '\n';
-  if (write(1, buf, len) < 0) { /* nothing to do */ }
   exit(SKIP);
 }
 
