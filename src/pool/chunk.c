@@ -1563,8 +1563,18 @@ void pz_pool_postfork(bool child) {
     for (struct pz_region *r = np->regions; r; r = r->next)
       for (size_t i = 0; i < r->nchunks; i++)
         if (r->state[i] == PZ_CS_BUSY || r->state[i] == PZ_CS_TAKEN) {
+          /* what the worker had done to it is unknown (decommitted half
+           * way, its pages moved out, zeroed in part): replaced by a fresh
+           * reservation, so that its state says what it is (a child that
+           * callocs took such a chunk, PROT_NONE but marked committed, and
+           * died: 1 in ~10 runs of faults-mmap under load); else committed
+           * and dirty; else never used again */
           transition(np, r, i, PZ_CE_UNCLAIM);
           r->claim_id[i] = 0;
+          if (r->state[i] == PZ_CS_TAIL) continue; /* taken by a thread the child does not have: in use for ever */
+          if (decommit(r, i, 1) == 0 && !r->rw[i]) transition(np, r, i, PZ_CE_DISCARD);
+          else if (pz_os_commit(r->base + (i << PZ_CHUNK_SHIFT), PZ_CHUNK_SIZE) == 0) r->rw[i] = 1;
+          else clobber_one(np, r, i);
         }
     for (struct pz_region *r = np->regions; r; r = r->next) r->npop = 0;
   }
