@@ -841,6 +841,10 @@ PZ_HIDDEN void pz_uffd_unregister_all(void);
 /* Move ready chunks into the whole 2 MiB blocks of [p, p+len) (nothing
  * present yet) now, from the first; returns bytes moved (MAP_POPULATE). */
 PZ_HIDDEN size_t pz_uffd_fill(void *p, size_t len, unsigned node);
+/* The program's MADV_POPULATE_WRITE over [p, p+len): ready chunks moved
+ * into the whole blocks of our ranges there that hold nothing yet, before
+ * the kernel populates the rest; returns bytes moved. */
+PZ_HIDDEN size_t pz_uffd_populate(void *p, size_t len);
 PZ_HIDDEN void pz_uffd_init(void);
 PZ_HIDDEN void pz_uffd_postfork(bool child);
 /* Why served mmaps will not use userfaultfd here (NULL: they will). */

@@ -24,6 +24,9 @@
  *   prezero again (pz_chunk_clobbered).
  * madvise: MADV_HUGEPAGE serves the range (above); MADV_NOHUGEPAGE stops
  *   serving it, so the kernel's 4 KiB pages come as asked.
+ *   MADV_POPULATE_WRITE over a served range (a VMM preallocating guest RAM,
+ *   QEMU's prealloc threads) first gets ready chunks moved into its blocks
+ *   that hold nothing yet; the kernel then populates the rest.
  * ioctl: before the program registers a range with its own userfaultfd,
  *   our registration there goes, so its UFFDIO_REGISTER succeeds and every
  *   page it never touched faults to its handler, as without prezero.
@@ -129,6 +132,11 @@ void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
 }
 
 int pz_madvise(void *p, size_t len, int advice) {
+  if (advice == MADV_POPULATE_WRITE && ready() && len >= PZ_CHUNK_SIZE) {
+    int saved = errno;
+    pz_uffd_populate(p, len);
+    errno = saved;
+  }
   int r = (int)syscall(SYS_madvise, p, len, advice);
   if (r != 0 || !ready() || !pz_opt(PZ_OPT_MMAP)) return r;
   int saved = errno;
