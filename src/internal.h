@@ -513,7 +513,11 @@ PZ_HIDDEN struct pz_plan pz_worker_plan(const struct pz_plan_in *in);
  * BUSY), and by a remote free that took a notice (FREEING is up), so a
  * test can hold it there and race allocations, fork and trim against it.
  * NULL in programs. */
-enum { PZ_HOOK_WORKER_CLAIMED = 1, PZ_HOOK_NOTICE_TAKEN = 2 /* free_remote: FREEING up */ };
+enum {
+  PZ_HOOK_WORKER_CLAIMED = 1,
+  PZ_HOOK_NOTICE_TAKEN = 2, /* free_remote: FREEING up */
+  PZ_HOOK_HEAP_COLLECT = 3  /* an exiting thread's heap: delayed pages drained, pages not yet retired */
+};
 PZ_HIDDEN extern void (*volatile pz_test_hook)(int where);
 /* Start the node's workers if not running. False when none could start. */
 PZ_HIDDEN bool pz_workers_start(unsigned node);

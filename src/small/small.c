@@ -233,8 +233,12 @@ static bool other_empty_chunk(const pz_heap *h, const pz_chunk *c) {
  * it holds nothing else (one empty chunk per heap is kept as a spare). */
 static void page_retire(pz_heap *h, pz_page *pg) {
   pz_assert(pg->used == 0);
-  if (atomic_load_explicit(&pg->delayed_pending, memory_order_acquire))
+  if (atomic_load_explicit(&pg->delayed_pending, memory_order_acquire)) {
     drain_delayed(h); /* the page is on our delayed stack: take it off first */
+    /* which may have retired it: a full page drained there goes back to its
+     * class queue, and page_unfull retires an empty front page (this one) */
+    if (!pg->nslices) return;
+  }
   queue_remove(h, pg);
   pz_chunk *c = pz_chunk_of(pg->start);
   unsigned start = (unsigned)((pg->start - (char *)c) >> PZ_SLICE_SHIFT), n = pg->nslices;
@@ -685,6 +689,7 @@ pz_heap *pz_heap_get(void) {
 static void heap_collect(pz_heap *h) {
   xc_flush(h);
   drain_delayed(h);
+  if (PZ_UNLIKELY(pz_test_hook != NULL)) pz_test_hook(PZ_HOOK_HEAP_COLLECT);
   for (unsigned cls = 0; cls < PZ_NCLASSES; cls++) {
     pz_page *pg = h->pages[cls];
     while (pg != &empty_page) {
