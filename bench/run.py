@@ -10,7 +10,9 @@ also needs matplotlib).
     python3 bench/run.py --builddir build [--quick] [--reps N]
                          [--only name,...] [--allocators name,...]
                          [--prezero PATH] [--markdown out.md]
-                         [--plot first-touch.png]
+                         [--raw runs.jsonl] [--plot first-touch.png]
+
+--only also takes group names (GROUPS below: randrep, real-heap).
 
 --plot needs matplotlib (Debian: apt-get install python3-matplotlib, then
 run with /usr/bin/python3); it is imported only when asked for.
@@ -20,6 +22,7 @@ output.
 """
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -123,6 +126,42 @@ SIMPLE = [
     ("cxx-containers", "bench-cxx-containers",
      ["n=20000", "rounds=20"], ["n=20000", "rounds=10"]),
 ]
+
+# Small objects at real heap sizes (the cache issue): the workloads above
+# keep a few hundred KiB to a few MiB live, which the caches hold.  randrep
+# replaces random blocks of 8..1024 B in a heap of 4, 16 and 64 MiB, with
+# one thread or two (each its own slots, the heap split between them);
+# larson-lk is Larson & Krishnan's own setting (2 threads, 8..1000 B, 5000
+# blocks per thread, 100 x 5000 replacements per thread before it hands its
+# array to a new one, only the head of each block written); mstress-2t-*
+# are mstress with 2 threads doing equal work, so about half the frees are
+# of the other thread's blocks (the ok line's xfree=), at 16 and 64 MiB live.
+REAL_HEAP = []
+for _ws in (4, 16, 64):
+    for _t in (1, 2):
+        REAL_HEAP.append(("randrep-%dm-%dt" % (_ws, _t), "bench-randrep",
+                          ["ws=%dM" % _ws, "threads=%d" % _t, "iters=30000000"],
+                          ["ws=%dM" % _ws, "threads=%d" % _t, "iters=10000000"]))
+REAL_HEAP += [
+    ("larson-lk", "bench-larson",
+     ["threads=2", "slots=5000", "min=8", "max=1000", "rounds=500000",
+      "generations=100", "touch=head"],
+     ["threads=2", "slots=5000", "min=8", "max=1000", "rounds=500000",
+      "generations=40", "touch=head"]),
+    ("mstress-2t-16m", "bench-mstress",
+     ["threads=2", "work=equal", "slots=52000", "phases=10", "iters=400000"],
+     ["threads=2", "work=equal", "slots=52000", "phases=6", "iters=250000"]),
+    ("mstress-2t-64m", "bench-mstress",
+     ["threads=2", "work=equal", "slots=208000", "phases=5", "iters=1000000"],
+     ["threads=2", "work=equal", "slots=208000", "phases=3", "iters=700000"]),
+]
+SIMPLE += REAL_HEAP
+
+# --only also takes these group names.
+GROUPS = {
+    "randrep": [w[0] for w in REAL_HEAP if w[0].startswith("randrep-")],
+    "real-heap": [w[0] for w in REAL_HEAP],
+}
 
 # Workloads reported on their own, not in the small-object geometric means:
 # recycle-sparse measures re-zeroing large blocks (the mmap issue's case).
@@ -490,13 +529,17 @@ def main():
                     help="repetitions per workload and allocator "
                          "(default 5, --quick 3)")
     ap.add_argument("--only", default=None,
-                    help="comma-separated workloads (%s)"
-                         % ",".join(WORKLOAD_NAMES))
+                    help="comma-separated workloads (%s) or groups (%s)"
+                         % (",".join(WORKLOAD_NAMES), ",".join(GROUPS)))
     ap.add_argument("--allocators", default=None,
                     help="comma-separated subset of %s"
                          % ",".join(ALL_ALLOCATORS))
     ap.add_argument("--markdown", default=None, metavar="FILE",
                     help="also write the tables as markdown to FILE")
+    ap.add_argument("--raw", default=None, metavar="FILE",
+                    help="also write every run (case, allocator, repetition, "
+                         "wall, cpu, peak RSS, ok-line fields) to FILE as "
+                         "JSON lines, for ranges and other statistics")
     ap.add_argument("--timeout", type=int, default=180,
                     help="seconds before a single run is killed "
                          "(default 180)")
@@ -522,11 +565,16 @@ def main():
 
     names = WORKLOAD_NAMES
     if opts.only:
-        names = [n.strip() for n in opts.only.split(",") if n.strip()]
+        names = []
+        for n in (n.strip() for n in opts.only.split(",")):
+            for w in GROUPS.get(n, [n] if n else []):
+                if w not in names:
+                    names.append(w)
         bad = [n for n in names if n not in all_cases]
         if bad:
-            ap.error("unknown workload(s): %s (known: %s)"
-                     % (", ".join(bad), ", ".join(WORKLOAD_NAMES)))
+            ap.error("unknown workload(s): %s (known: %s; groups: %s)"
+                     % (", ".join(bad), ", ".join(WORKLOAD_NAMES),
+                        ", ".join(GROUPS)))
 
     wanted = ALL_ALLOCATORS
     if opts.allocators:
@@ -590,6 +638,7 @@ def main():
     ft_results = {}    # case label -> {alloc: median ns}
     ft_cases = []
     t_start = time.time()
+    raw = open(opts.raw, "w") if opts.raw else None
 
     with tempfile.TemporaryDirectory(prefix="prezero-bench-") as tmpdir:
         for name in names:
@@ -640,6 +689,17 @@ def main():
                                 res.ok = False
                                 res.error = ("checksum %s differs from %s"
                                              % (res.checksum, ref))
+                if raw:  # after the checksum check, which can fail a run
+                    for a in allocs:
+                        for r, res in enumerate(runs[a]):
+                            raw.write(json.dumps({
+                                "workload": name, "case": case.label,
+                                "allocator": a, "rep": r, "ok": res.ok,
+                                "error": res.error, "wall_s": res.wall,
+                                "cpu_s": res.cpu, "rss_kib": res.rss_kib,
+                                "checksum": res.checksum,
+                                "fields": res.fields}) + "\n")
+                    raw.flush()
                 for a in allocs:
                     bad_runs = [x for x in runs[a] if not x.ok]
                     if bad_runs:
@@ -685,6 +745,8 @@ def main():
                 med = {}
                 rows = []
                 stats = {}
+                ops = {}    # alloc -> operations per run (ok line's ops=)
+                xfree = {}  # alloc -> per-mille cross-thread frees per run
                 for a in allocs:
                     good = [x for x in runs[a] if x.ok]
                     if not good or len(good) != len(runs[a]):
@@ -694,6 +756,10 @@ def main():
                                 median([x.rss_kib for x in good]),
                                 min(walls), max(walls))
                     med[a] = stats[a][0]
+                    if all("ops" in x.fields for x in good):
+                        ops[a] = median([int(x.fields["ops"]) for x in good])
+                    if all("xfree" in x.fields for x in good):
+                        xfree[a] = [int(x.fields["xfree"]) for x in good]
                 peer_t = {a: med[a] for a in PEERS if a in med}
                 best_peer = min(peer_t, key=peer_t.get) if peer_t else None
                 for a in allocs:
@@ -708,17 +774,35 @@ def main():
                                  fmt_time(t), "%.0f%%" % spread,
                                  fmt_time(cpu), "%.1f" % (rss / 1024.0),
                                  fmt_ratio(vs_glibc), fmt_ratio(vs_best)])
+                    if ops:
+                        # throughput: the program's count over the process wall time
+                        rows[-1].append("%.1f" % (ops[a] / t / 1e6)
+                                        if a in ops and t > 0 else "-")
                 if name in OUT_OF_GEOMEAN:  # its own line in "prezero vs best peer"
                     summary_extra[name] = med
                 else:
                     summary_time[name] = med
                     summary_rss[name] = {a: stats[a][2] for a in stats}
+                headers = ["allocator", "time s", "spread", "cpu s",
+                           "peak RSS MiB", "x glibc", "x best peer"]
+                note = None
+                if best_peer:
+                    note = ("median of %d runs; spread = (max-min)/median;"
+                            " * = best peer (%s)" % (reps, best_peer))
+                if ops:
+                    headers.append("Mops/s")
+                    note = (note + "; " if note else "") + (
+                        "Mops/s = operations (the program's ops=) / median "
+                        "wall time")
+                if xfree:
+                    xs = [v for a in allocs for v in xfree.get(a, [])]
+                    note = (note + "; " if note else "") + (
+                        "frees of another thread's block: %.1f-%.1f%% "
+                        "(all runs)" % (min(xs) / 10.0, max(xs) / 10.0))
+                for row in rows:  # FAIL rows
+                    row.extend([""] * (len(headers) - len(row)))
                 rep.table("%s (%s)" % (name, " ".join(case.args)),
-                          ["allocator", "time s", "spread", "cpu s",
-                           "peak RSS MiB", "x glibc", "x best peer"], rows,
-                          note=("median of %d runs; spread = (max-min)/median;"
-                                " * = best peer (%s)" % (reps, best_peer))
-                          if best_peer else None)
+                          headers, rows, note=note)
 
         if ft_cases:
             report_first_touch(rep, ft_cases, ft_results, allocators, reps)
@@ -735,6 +819,8 @@ def main():
             rep.text("  " + f)
         rep.md_only("\n**Failures:**\n\n" + "\n".join("- " + f for f in failures))
     rep.write()
+    if raw:
+        raw.close()
     return 1 if failures else 0
 
 
