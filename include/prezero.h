@@ -106,7 +106,9 @@ PREZERO_API int prezero_populate(void *ptr, size_t len);
  * reserve) back to the kernel now; returns the bytes given back. */
 PREZERO_API size_t prezero_trim(void);
 
-/* Fill *st (returns 0), or -1 with errno EINVAL for NULL. */
+/* Fill *st (returns 0), or -1 with errno EINVAL for NULL. Also publishes
+ * the figures as the snapshot `prezero-info --pid` reads (which the pool
+ * workers otherwise refresh at most once a second while they work). */
 PREZERO_API int prezero_stats_get(struct prezero_stats *st);
 /* Print a readable summary on stderr (what PREZERO_STATS=1 prints at exit). */
 PREZERO_API void prezero_stats_print(void);

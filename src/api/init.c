@@ -41,6 +41,7 @@ static void postfork_child(void) {
   pz_pool_postfork(true);
   pz_uffd_postfork(true);
   pz_heaps_postfork(true);
+  pz_snapshot_postfork_child();
 }
 
 static void load_options(void) {

@@ -15,6 +15,10 @@
  *     (PREZERO_ZERO_RATE).
  *   - Started lazily on the first work, outside every allocator lock, with
  *     signals blocked; after fork, restarted lazily in the child.
+ *   - After a pass, and before leaving, a worker refreshes the published
+ *     statistics snapshot (prezero-info --pid) if it is a second old:
+ *     only then, so an idle process is never woken for it; the refresh
+ *     never waits for a lock and opens no file (stats.c).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -81,7 +85,10 @@ static void *worker_main(void *arg) {
   bool ok[16];
   for (;;) {
     size_t n = pz_pool_claim(node, c, 16);
-    if (n == SIZE_MAX) return NULL; /* idle for a while: this worker has left the pool */
+    if (n == SIZE_MAX) { /* idle for a while: this worker has left the pool */
+      pz_snapshot_refresh_worker(); /* the figures after the last pass, for prezero-info --pid */
+      return NULL;
+    }
     if (PZ_UNLIKELY(pz_test_hook != NULL)) pz_test_hook(PZ_HOOK_WORKER_CLAIMED);
     uint64_t cpu0 = thread_cpu_ns(), wall0 = pz_os_now_ns();
     size_t bytes = 0;
@@ -106,6 +113,7 @@ static void *worker_main(void *arg) {
     pz_pool_complete(node, c, n, ok);
     __atomic_fetch_add(&np->st.worker_ns, thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
     __atomic_fetch_add(&np->st.worker_passes, 1, __ATOMIC_RELAXED);
+    pz_snapshot_refresh_worker(); /* at most once a second; holds nothing here, waits for nothing */
     uint64_t rate = (uint64_t)pz_opt(PZ_OPT_ZERO_RATE);
     if (rate && bytes) { /* stay under PREZERO_ZERO_RATE bytes per second */
       uint64_t need = (uint64_t)((double)bytes / (double)rate * 1e9), spent = pz_os_now_ns() - wall0;

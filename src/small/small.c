@@ -748,11 +748,12 @@ void pz_heaps_collect_all(void) {
   pthread_mutex_unlock(&heaps_lock);
 }
 
-void pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_bytes,
-                    size_t *nheaps) {
+bool pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_bytes,
+                    size_t *nheaps, bool wait) {
   memset(sum, 0, sizeof *sum);
   *used_bytes = *page_bytes = 0;
-  pthread_mutex_lock(&heaps_lock);
+  if (wait) pthread_mutex_lock(&heaps_lock);
+  else if (pthread_mutex_trylock(&heaps_lock) != 0) return false;
   *nheaps = heaps_made;
   for (pz_heap *h = heaps_all; h; h = h->next_all) {
     /* counters are per-thread and read racily: a snapshot, not a fence */
@@ -776,6 +777,7 @@ void pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_
     atomic_flag_clear_explicit(&h->chunks_lock, memory_order_release);
   }
   pthread_mutex_unlock(&heaps_lock);
+  return true;
 }
 
 void pz_heaps_prefork(void) {

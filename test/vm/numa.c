@@ -22,7 +22,13 @@
  * pinned thread's pages on its node; the binding (mbind) shows where it makes
  * the difference: a block allocated on node n but first touched from another
  * node's CPU must still be on node n (and in --nodes0 mode, memory of a thread
- * on node 1 is on node 0). */
+ * on node 1 is on node 0).
+ *
+ * Where a page is comes from libnuma: numa_move_pages(0, n, pages, NULL,
+ * status, 0) with no target nodes moves nothing and fills status[] with each
+ * page's node (or -errno: -ENOENT for a page not present). The test is
+ * linked with libnuma.so.1 (the VM rig packs a program's ldd dependencies);
+ * prezero itself never uses libnuma. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -38,12 +44,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "prezero.h"
+#include <numa.h>
 
-#ifndef MPOL_F_NODE
-#define MPOL_F_NODE (1 << 0)
-#define MPOL_F_ADDR (1 << 1)
-#endif
+#include "prezero.h"
 
 #define MAX_NODES 64
 #define PAGE 4096ul
@@ -119,12 +122,13 @@ static cpu_set_t node_cpus[MAX_NODES]; /* ... their CPUs, within our CPU set */
 static cpu_set_t allowed;           /* the process's CPU set at start */
 static int nodes0;                  /* --nodes0: every pool is node 0's */
 
-static int page_node(const void *addr) {
-  int node = -1;
-  if (syscall(SYS_get_mempolicy, &node, NULL, 0ul, addr, (unsigned long)(MPOL_F_NODE | MPOL_F_ADDR)) != 0)
-    return -1000 - errno;
-  return node;
-}
+/* Pages to look up, then checked in one numa_move_pages call. */
+#define BATCH 512
+struct batch {
+  int n;
+  void *pages[BATCH];
+  const char *what[BATCH];
+};
 
 struct job {
   int idx, node, expect; /* our index, kernel node, node the memory must be on */
@@ -138,18 +142,36 @@ struct job {
 };
 static struct job jobs[MAX_NODES];
 
-static void check_page(struct job *j, int kind, const char *what, const void *p) {
-  int got = page_node(p);
-  j->sampled[kind]++;
-  if (got != j->expect) {
-    if (j->wrong[kind]++ < 3)
-      fail("node %d: %s: page %p is on node %d, expected node %d%s", j->node, what, p, got, j->expect,
-           got <= -1000 ? " (get_mempolicy failed)" : "");
+/* Every page of the batch must be on node j->expect. */
+static void check_batch(struct job *j, int kind, struct batch *b) {
+  int status[BATCH];
+  if (b->n && numa_move_pages(0, (unsigned long)b->n, b->pages, NULL, status, 0) != 0) {
+    fail("node %d: numa_move_pages(%d pages): %s", j->node, b->n, strerror(errno));
+    for (int i = 0; i < b->n; i++) status[i] = -errno;
   }
+  for (int i = 0; i < b->n; i++) {
+    j->sampled[kind]++;
+    if (status[i] != j->expect && j->wrong[kind]++ < 3) {
+      if (status[i] < 0)
+        fail("node %d: %s: page %p: numa_move_pages status %d (%s), expected node %d", j->node, b->what[i],
+             b->pages[i], status[i], strerror(-status[i]), j->expect);
+      else
+        fail("node %d: %s: page %p is on node %d, expected node %d", j->node, b->what[i], b->pages[i], status[i],
+             j->expect);
+    }
+  }
+  b->n = 0;
+}
+
+static void check_page(struct job *j, int kind, struct batch *b, const char *what, const void *p) {
+  if (b->n == BATCH) check_batch(j, kind, b);
+  b->pages[b->n] = (void *)p;
+  b->what[b->n++] = what;
 }
 
 static void *node_thread(void *arg) {
   struct job *j = arg;
+  struct batch b = {0};
   if (sched_setaffinity(0, sizeof node_cpus[j->idx], &node_cpus[j->idx]) != 0) {
     fail("node %d: sched_setaffinity: %s", j->node, strerror(errno));
   } else {
@@ -173,8 +195,10 @@ static void *node_thread(void *arg) {
       j->large[off] = 1;
       j->large[off + PAGE - 1] = 1;
     }
-    for (size_t pg = 0; pg < LARGE_SIZE / PAGE; pg += LARGE_STRIDE) check_page(j, 0, "large calloc", j->large + pg * PAGE);
-    check_page(j, 0, "large calloc (last page)", j->large + LARGE_SIZE - 1);
+    for (size_t pg = 0; pg < LARGE_SIZE / PAGE; pg += LARGE_STRIDE)
+      check_page(j, 0, &b, "large calloc", j->large + pg * PAGE);
+    check_page(j, 0, &b, "large calloc (last page)", j->large + LARGE_SIZE - 1);
+    check_batch(j, 0, &b);
   }
   j->cross = malloc(CROSS_SIZE);
   if (!j->cross) fail("node %d: malloc(%lu) failed", j->node, CROSS_SIZE);
@@ -190,9 +214,10 @@ static void *node_thread(void *arg) {
   }
   for (int i = 0; i < NSMALL && j->small[i]; i++) {
     const char *pg = (const char *)((uintptr_t)j->small[i] & ~(PAGE - 1));
-    if (pg != lastpage) check_page(j, 1, "malloc(64)", j->small[i]);
+    if (pg != lastpage) check_page(j, 1, &b, "malloc(64)", j->small[i]);
     lastpage = pg;
   }
+  check_batch(j, 1, &b);
   for (int i = 0; i < NMEDIUM; i++) {
     j->medium[i] = malloc(MEDIUM_SIZE);
     if (!j->medium[i]) {
@@ -201,9 +226,10 @@ static void *node_thread(void *arg) {
     }
     for (size_t off = 0; off < MEDIUM_SIZE; off += PAGE) j->medium[i][off] = 7;
     j->medium[i][MEDIUM_SIZE - 1] = 7;
-    for (size_t off = 0; off < MEDIUM_SIZE; off += PAGE) check_page(j, 2, "malloc(100K)", j->medium[i] + off);
-    check_page(j, 2, "malloc(100K) (last byte)", j->medium[i] + MEDIUM_SIZE - 1);
+    for (size_t off = 0; off < MEDIUM_SIZE; off += PAGE) check_page(j, 2, &b, "malloc(100K)", j->medium[i] + off);
+    check_page(j, 2, &b, "malloc(100K) (last byte)", j->medium[i] + MEDIUM_SIZE - 1);
   }
+  check_batch(j, 2, &b);
   printf("numa: node %d (cpu %u): large %lu MiB: %ld pages sampled, %ld off node %d; "
          "%d x %d B: %ld pages, %ld off; %d x 100 KiB: %ld pages, %ld off\n",
          j->node, j->cpu, LARGE_SIZE >> 20, j->sampled[0], j->wrong[0], j->expect, NSMALL, SMALL_SIZE,
@@ -360,9 +386,11 @@ int main(int argc, char **argv) {
     }
     sched_yield();
     for (size_t off = 0; off < CROSS_SIZE; off += PAGE) j->cross[off] = 3;
+    static struct batch b;
     for (size_t pg = 0; pg < CROSS_SIZE / PAGE; pg += LARGE_STRIDE / 2)
-      check_page(j, 3, "malloc(8M) touched first from another node", j->cross + pg * PAGE);
-    check_page(j, 3, "malloc(8M) touched first from another node (last page)", j->cross + CROSS_SIZE - 1);
+      check_page(j, 3, &b, "malloc(8M) touched first from another node", j->cross + pg * PAGE);
+    check_page(j, 3, &b, "malloc(8M) touched first from another node (last page)", j->cross + CROSS_SIZE - 1);
+    check_batch(j, 3, &b);
     printf("numa: node %d's thread: %lu MiB malloc, first touched from node %d: %ld pages sampled, %ld off node %d\n",
            j->node, CROSS_SIZE >> 20, node_id[other], j->sampled[3], j->wrong[3], j->expect);
   }
