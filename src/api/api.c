@@ -11,7 +11,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "api/api.h"
 
 static PZ_COLD void *oom(void) {
   atomic_fetch_add_explicit(&pz_gstats.oom, 1, memory_order_relaxed);

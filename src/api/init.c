@@ -15,7 +15,7 @@
 #include <sys/auxv.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "api/api.h"
 
 extern char **environ;
 
@@ -56,6 +56,7 @@ static void init_once(void) {
   pz_probe_kernel();
   pz_topo_init();
   pz_pool_init();
+  pz_worker_refresh = pz_snapshot_refresh_worker; /* the pool's workers refresh the stats snapshot */
   pz_uffd_init();
   pz_os_read_limits();
   pz_zero_select((int)pz_opt(PZ_OPT_ZERO_METHOD) - 1);

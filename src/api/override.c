@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include "internal.h"
+#include "api/api.h"
 
 PZ_EXPORT void *malloc(size_t n) { return pz_malloc(n); }
 PZ_EXPORT void free(void *p) { pz_free(p); }

@@ -2,7 +2,7 @@
  * and want to call it explicitly (include/prezero.h). */
 #include <errno.h>
 
-#include "internal.h"
+#include "api/api.h"
 
 PZ_EXPORT void *prezero_malloc(size_t n) { return pz_malloc(n); }
 PZ_EXPORT void prezero_free(void *p) { pz_free(p); }

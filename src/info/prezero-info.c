@@ -37,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "api/api.h"
 #include "kabi.h"
 
 extern char **environ;

@@ -4,7 +4,7 @@
  * pool (run length per head chunk), never next to the object. */
 #include <string.h>
 
-#include "internal.h"
+#include "large/large.h"
 
 static inline size_t chunks_for(size_t size) {
   return (size + PZ_CHUNK_SIZE - 1) >> PZ_CHUNK_SHIFT;

@@ -50,7 +50,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "large/large.h"
 #include "../os/kabi.h"
 
 enum { SVC_NONE, SVC_STARTING, SVC_RUNNING, SVC_UNUSABLE };

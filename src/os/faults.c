@@ -19,7 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "os/os.h"
 #include "kabi.h"
 
 static const char *const kind_names[PZ_FAULT__COUNT] = {"mmap", "munmap", "madvise", "populate", "mremap",

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "os/os.h"
 #include "kabi.h"
 #include <sys/ioctl.h>
 

@@ -15,7 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "os/os.h"
 #include "kabi.h"
 
 #define KERNEL_UNKNOWN                                                                             \

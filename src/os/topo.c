@@ -10,7 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "os/os.h"
 
 struct pz_topology pz_topo;
 

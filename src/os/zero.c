@@ -17,7 +17,7 @@
 #include <immintrin.h>
 #endif
 
-#include "internal.h"
+#include "os/os.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23

@@ -5,7 +5,7 @@
 #ifndef PZ_POOL_INTERNAL_H
 #define PZ_POOL_INTERNAL_H
 
-#include "internal.h"
+#include "pool/pool.h"
 
 static inline bool is_free_state(uint8_t s) { return s <= PZ_CS_DIRTY; }
 static inline bool is_zero_state(uint8_t s) { return s == PZ_CS_UNTOUCHED || s == PZ_CS_READY; }

@@ -16,7 +16,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "pool/pool.h"
 
 struct job {
   char *base;

@@ -16,9 +16,10 @@
  *   - Started lazily on the first work, outside every allocator lock, with
  *     signals blocked; after fork, restarted lazily in the child.
  *   - After a pass, and before leaving, a worker refreshes the published
- *     statistics snapshot (prezero-info --pid) if it is a second old:
- *     only then, so an idle process is never woken for it; the refresh
- *     never waits for a lock and opens no file (stats.c).
+ *     statistics snapshot (prezero-info --pid) if it is a second old,
+ *     through pz_worker_refresh (the api layer's, set at init): only then,
+ *     so an idle process is never woken for it; the refresh never waits
+ *     for a lock and opens no file (api/stats.c).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -26,7 +27,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "internal.h"
+#include "pool/pool.h"
 
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
@@ -63,6 +64,7 @@ struct pz_plan pz_worker_plan(const struct pz_plan_in *in) {
 }
 
 void (*volatile pz_test_hook)(int where);
+void (*volatile pz_worker_refresh)(void);
 
 static uint64_t thread_cpu_ns(void) {
   struct timespec ts;
@@ -86,7 +88,7 @@ static void *worker_main(void *arg) {
   for (;;) {
     size_t n = pz_pool_claim(node, c, 16);
     if (n == SIZE_MAX) { /* idle for a while: this worker has left the pool */
-      pz_snapshot_refresh_worker(); /* the figures after the last pass, for prezero-info --pid */
+      if (pz_worker_refresh) pz_worker_refresh(); /* the figures after the last pass, for prezero-info --pid */
       return NULL;
     }
     if (PZ_UNLIKELY(pz_test_hook != NULL)) pz_test_hook(PZ_HOOK_WORKER_CLAIMED);
@@ -113,7 +115,7 @@ static void *worker_main(void *arg) {
     pz_pool_complete(node, c, n, ok);
     __atomic_fetch_add(&np->st.worker_ns, thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
     __atomic_fetch_add(&np->st.worker_passes, 1, __ATOMIC_RELAXED);
-    pz_snapshot_refresh_worker(); /* at most once a second; holds nothing here, waits for nothing */
+    if (pz_worker_refresh) pz_worker_refresh(); /* at most once a second; holds nothing here, waits for nothing */
     uint64_t rate = (uint64_t)pz_opt(PZ_OPT_ZERO_RATE);
     if (rate && bytes) { /* stay under PREZERO_ZERO_RATE bytes per second */
       uint64_t need = (uint64_t)((double)bytes / (double)rate * 1e9), spent = pz_os_now_ns() - wall0;

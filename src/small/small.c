@@ -33,7 +33,7 @@
 #include <sched.h>
 #include <string.h>
 
-#include "internal.h"
+#include "small/small.h"
 
 /* 16..128 by 16, then four classes per doubling up to 128 KiB */
 const uint32_t pz_class_size[PZ_NCLASSES] = {

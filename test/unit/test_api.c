@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "internal.h"
+#include "api/api.h"
 #include "unit.h"
 
 static const size_t sizes[] = {0, 1, 8, 15, 16, 17, 100, 128, 129, 1000, 4096, 8193, 65536,

@@ -13,7 +13,7 @@
 #include <pthread.h>
 #include <cmocka.h>
 
-#include "internal.h"
+#include "api/api.h"
 
 static int report_fd = -1; /* the child's end of the pipe report_ptr writes to */
 

@@ -13,7 +13,7 @@
 #include <pthread.h>
 #include <cmocka.h>
 
-#include "internal.h"
+#include "api/api.h"
 #include "unit.h"
 
 static struct pz_os_hooks real;

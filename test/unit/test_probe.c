@@ -19,7 +19,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "api/api.h"
 
 static char root[256];
 static char sys_env[300], proc_env[300], nodes_env[64];

@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "api/api.h"
 
 #define MiB ((size_t)1 << 20)
 static sem_t claimed, go;

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "internal.h"
+#include "api/api.h"
 
 static void size_classes_cover_every_size(void **state) {
   (void)state;

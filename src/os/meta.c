@@ -5,7 +5,7 @@
  * instructions; fork-safe because the child re-initialises it. */
 #include <errno.h>
 
-#include "internal.h"
+#include "os/os.h"
 
 #define META_BLOCK (256 * PZ_KiB)
 
