@@ -102,6 +102,7 @@ static inline unsigned pz_xc_hash(const void *b) {
 
 typedef struct pz_heap {
   pz_page *pages[PZ_NCLASSES];   /* head of each class queue (never NULL) */
+  pz_page *tails[PZ_NCLASSES];   /* last page of each class queue (NULL when empty) */
   uint8_t xc_n[PZ_NCLASSES];     /* blocks in xc[cls] (0 from PZ_XC_CLASSES up) */
   pz_page *full;                 /* pages with no free block, or medium */
   _Atomic(pz_page *) delayed;    /* full pages that got a remote free */
