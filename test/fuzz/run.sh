@@ -10,7 +10,7 @@ cc=$(command -v clang || command -v clang-14 || true)
 [ -n "$cc" ] || { echo "fuzz: SKIP: clang is not installed"; exit 77; }
 out=${PZ_FUZZ_DIR:-build/fuzz}
 mkdir -p "$out/corpus"
-srcs=$(ls src/*.c src/os/*.c src/pool/*.c src/small/*.c src/large/*.c src/api/api.c src/api/init.c src/api/public.c)
+srcs=$(ls src/*.c src/os/*.c src/pool/*.c src/small/*.c src/large/*.c src/api/*.c | grep -v src/api/override.c)
 if ! "$cc" -g -O1 -fsanitize=fuzzer -D_GNU_SOURCE -DPZ_DEBUG=1 -fvisibility=hidden -Iinclude -Isrc \
      -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
      $srcs test/fuzz/fuzz_api.c -lpthread -o "$out/fuzz_api" 2>"$out/build.log"; then
