@@ -239,6 +239,13 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
     int rc = pool_cond_wait_ms(&np->work, &np->lock, wait_ms);
     np->sleeping--;
     timed_out = rc == ETIMEDOUT; /* look at the plan once more before leaving */
+    if (timed_out && pz_worker_refresh) {
+      /* awake anyway, waiting to give memory back: the statistics snapshot
+       * stays fresh (at most once a second; it only tries locks) */
+      pthread_mutex_unlock(&np->lock);
+      pz_worker_refresh();
+      pthread_mutex_lock(&np->lock);
+    }
     if (!timed_out) {
       /* Woken by a free: let the program take back what it reuses at once
        * (malloc wants it dirty; zeroing it first is wasted work and makes

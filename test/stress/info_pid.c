@@ -21,6 +21,9 @@
  * 2. NLARGE2 more large blocks, and a free to wake a worker again: the
  *    figures must follow (a snapshot refreshed while the process runs, not
  *    once).
+ * 2b. 32 MiB freed (more than a release batch), then 5000 more small
+ *    blocks while the worker only waits to give the freed chunks back (RETAIN_MS is long: it wakes, does no pass): the
+ *    figures must follow within 4 s.
  * 3. Errors: a pid that has exited, a process without prezero (sleep), a
  *    process with a snapshot of another version (FAKE), and one we may not
  *    read (as root: prezero-info run as nobody; else pid 1).
@@ -250,6 +253,24 @@ int main(int argc, char **argv) {
   free(c);
   wait_figures("phase 2", NSMALL + NLARGE + NLARGE2, (long long)NSMALL * SMALL,
                (long long)(NLARGE + NLARGE2) * LARGE, (long long)(NLARGE + NLARGE2) * (LARGE / CHUNK), 20);
+
+  /* 2b. the worker now only waits to give the freed chunks back (RETAIN_MS
+   * is long): no pass, yet it is awake, and the snapshot must follow the
+   * program (small mallocs never wake a worker) */
+  c = calloc(1, 32ul << 20); /* 16 chunks freed: more than a release batch to wait for */
+  if (!c) return fail("calloc failed"), 1;
+  c[0] = 1;
+  free(c);
+  sleep_ms(1500); /* the worker zeroes them (a pass), then only waits */
+  static char *more[5000];
+  for (int i = 0; i < 5000; i++) {
+    more[i] = malloc(SMALL);
+    if (!more[i]) return fail("malloc(%d) failed", SMALL), 1;
+  }
+  wait_figures("phase 2b (worker waiting to give memory back)", NSMALL + NLARGE + NLARGE2 + 5000,
+               (long long)(NSMALL + 5000) * SMALL, (long long)(NLARGE + NLARGE2) * LARGE,
+               (long long)(NLARGE + NLARGE2) * (LARGE / CHUNK), 4);
+  for (int i = 0; i < 5000; i++) free(more[i]);
 
   /* 3. errors */
   pid_t gone = fork();
