@@ -36,6 +36,9 @@
 #include "small/small.h"
 
 /* 16..128 by 16, then four classes per doubling up to 128 KiB */
+/* pz_size_class up to 1024 B: by 16 B steps, 16..128 (classes 0..7), then
+ * four classes per doubling (test size_classes_cover_every_size checks every size) */
+const uint8_t pz_class_of16[65] = {0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19};
 const uint32_t pz_class_size[PZ_NCLASSES] = {
     16,    32,    48,    64,    80,    96,    112,   128,   160,   192,    224,    256,
     320,   384,   448,   512,   640,   768,   896,   1024,  1280,  1536,   1792,   2048,
