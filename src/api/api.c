@@ -67,14 +67,18 @@ static enum kind classify(const void *p, uint32_t e, const char *fn) {
   pz_fatal("%s(): invalid pointer: %p (not allocated by prezero)", fn, p);
 }
 
+/* free of anything but a small block: NULL, a large run, or a bad pointer */
+static PZ_NOINLINE void free_other(void *p, uint32_t e) {
+  if (p && classify(p, e, "free") == K_LARGE) pz_large_free(p);
+}
+
 void pz_free(void *p) {
-  if (!p) return;
-  uint32_t e = pz_map_get(p);
+  uint32_t e = pz_map_get(p); /* NULL: never a chunk's (the first 2 MiB are never mapped) */
   if (PZ_LIKELY((e & 15) == PZ_MK_SMALL)) {
     pz_small_free(p, pz_chunk_of(p));
     return;
   }
-  if (classify(p, e, "free") == K_LARGE) pz_large_free(p);
+  free_other(p, e);
 }
 
 size_t pz_usable_size(const void *p) {

@@ -515,6 +515,11 @@ void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b) {
   if (pz_small_is_free(h, pg, b)) pz_bad_pointer("free", "double free", b);
 }
 
+void pz_small_free_suspect(pz_heap *h, pz_page *pg, pz_block *b) {
+  pz_small_confirm_double_free(h, pg, b); /* the program stored the key's value there: a block in use */
+  pz_small_free_block(h, pg, b);
+}
+
 /* One attempt to push b onto pg's remote-free stack (counted), expecting
  * *old; keeps the flags but FREEING, which the notifying freer clears by
  * landing its block. On failure *old holds the current word. */

@@ -147,7 +147,7 @@ PZ_HIDDEN void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why)
 PZ_HIDDEN PZ_COLD void pz_small_confirm_double_free(pz_heap *h, pz_page *pg, pz_block *b);
 /* b carries the free key: whether it really is free. */
 PZ_HIDDEN PZ_COLD bool pz_small_is_free(pz_heap *h, pz_page *pg, pz_block *b);
-PZ_HIDDEN PZ_COLD void pz_small_free_invalid(const void *p);
+PZ_HIDDEN _Noreturn PZ_COLD void pz_small_free_invalid(const void *p);
 PZ_HIDDEN size_t pz_small_usable(const void *p, const pz_chunk *c);
 PZ_HIDDEN bool pz_small_grow_medium(pz_page *pg, size_t size); /* in place, owner only */
 static inline pz_chunk *pz_chunk_of(const void *p) {
@@ -243,18 +243,10 @@ static PZ_INLINE void *pz_small_alloc(size_t size, bool zero) {
   return pz_small_alloc_slow(h, size, zero);
 }
 
-/* Free of a block in a small chunk: the local push inline, the rest out of
- * line. With checks on (the default) an interior or stray pointer and a
- * block that carries the free key abort with a message. */
-static PZ_INLINE void pz_small_free(void *p, pz_chunk *c) {
-  pz_page *pg = pz_small_page_of(c, p);
-  pz_block *b = p;
-  if (PZ_UNLIKELY(!pg)) pz_small_free_invalid(p);
-  pz_heap *h = pz_tls_heap;
-  if (pz_opt(PZ_OPT_CHECKS)) {
-    if (PZ_UNLIKELY(pz_block_index(pg, p) < 0)) pz_small_free_invalid(p);
-    if (PZ_UNLIKELY((b->key | 2) == pz_xc_key)) pz_small_confirm_double_free(h, pg, b);
-  }
+/* The rest of a free once b is known to be a block in use of pg: the local
+ * push inline, the rest out of line (tail calls only: the fast path needs
+ * no stack frame). */
+static PZ_INLINE void pz_small_free_block(pz_heap *h, pz_page *pg, pz_block *b) {
   if (PZ_DEBUG) pz_debug_poison(b, pg->block_size);
   if (PZ_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
     b->key = pz_free_key;
@@ -266,6 +258,26 @@ static PZ_INLINE void pz_small_free(void *p, pz_chunk *c) {
     return;
   }
   pz_small_free_slow(h, pg, b, PZ_FREE_REMOTE);
+}
+/* b carries the free key: abort if it really is free, else free it. */
+PZ_HIDDEN PZ_COLD void pz_small_free_suspect(pz_heap *h, pz_page *pg, pz_block *b);
+
+/* Free of a block in a small chunk. With checks on (the default) an
+ * interior or stray pointer and a block that carries the free key abort
+ * with a message. */
+static PZ_INLINE void pz_small_free(void *p, pz_chunk *c) {
+  pz_page *pg = pz_small_page_of(c, p);
+  pz_block *b = p;
+  if (PZ_UNLIKELY(!pg)) pz_small_free_invalid(p);
+  pz_heap *h = pz_tls_heap;
+  if (pz_opt(PZ_OPT_CHECKS)) {
+    if (PZ_UNLIKELY(pz_block_index(pg, p) < 0)) pz_small_free_invalid(p);
+    if (PZ_UNLIKELY((b->key | 2) == pz_xc_key)) {
+      pz_small_free_suspect(h, pg, b);
+      return;
+    }
+  }
+  pz_small_free_block(h, pg, b);
 }
 
 #endif
