@@ -38,6 +38,8 @@ PZ_HIDDEN size_t pz_uffd_fill(void *p, size_t len, unsigned node);
  * into the whole blocks of our ranges there that hold nothing yet, before
  * the kernel populates the rest; returns bytes moved. */
 PZ_HIDDEN size_t pz_uffd_populate(void *p, size_t len);
+/* Some range of ours overlaps [p, p+len) (lock-free, racy). */
+PZ_HIDDEN bool pz_uffd_serving(const void *p, size_t len);
 PZ_HIDDEN void pz_uffd_init(void);
 PZ_HIDDEN void pz_uffd_postfork(bool child);
 /* Why served mmaps will not use userfaultfd here (NULL: they will). */

@@ -76,11 +76,14 @@ static bool interior(void *p, size_t len, uintptr_t *a, uintptr_t *b) {
  * ready huge pages. Registered whole, not just its aligned interior: a
  * registration splits the VMA where it ends, and a mapping of several VMAs
  * cannot be grown by mremap (EFAULT). */
-static void serve(void *p, size_t len) {
+/* known_anon: the program's mmap just made it private anonymous read/write;
+ * else (its madvise) only such memory is served: a private mapping of a
+ * file (tmpfs, memfd) or shared memory must never get zeros or our pages */
+static void serve(void *p, size_t len, bool known_anon) {
   uintptr_t a, b;
   unsigned node = pz_topo_current_node();
   if (interior(p, len, &a, &b) && !pz_uffd_why_not() && pz_pool_serves(node) && thp_allowed() &&
-      !pz_chunk_overlaps(p, len))
+      !pz_chunk_overlaps(p, len) && (known_anon || pz_os_range_private_anon(p, len)))
     pz_uffd_register(p, pz_align_up(len, PZ_PAGE_SIZE), node);
 }
 
@@ -126,13 +129,16 @@ void *pz_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
   int saved = errno;
   if (flags & MAP_FIXED) pz_chunk_clobbered(p, len);
   if (pop) populate(p, len, flags);
-  else if (candidate && pz_kernel.thp_enabled == PZ_THP_ALWAYS) serve(p, len);
+  else if (candidate && pz_kernel.thp_enabled == PZ_THP_ALWAYS) serve(p, len, true);
   errno = saved;
   return p;
 }
 
 int pz_madvise(void *p, size_t len, int advice) {
-  if (advice == MADV_POPULATE_WRITE && ready() && len >= PZ_CHUNK_SIZE) {
+  if (advice == MADV_POPULATE_WRITE && ready() && len >= PZ_CHUNK_SIZE && !((uintptr_t)p & (PZ_PAGE_SIZE - 1)) &&
+      pz_uffd_serving(p, len) && pz_os_range_private_anon(p, len)) {
+    /* only where the kernel's populate will succeed: all of it mapped,
+     * writable, ours to fill (a failed call must leave memory as it was) */
     int saved = errno;
     pz_uffd_populate(p, len);
     errno = saved;
@@ -142,7 +148,7 @@ int pz_madvise(void *p, size_t len, int advice) {
   int saved = errno;
   if (advice == MADV_HUGEPAGE && len >= (size_t)pz_opt(PZ_OPT_MMAP_THRESHOLD) &&
       !atomic_load_explicit(&pz_mcl_future, memory_order_relaxed))
-    serve(p, len);
+    serve(p, len, false);
   else if (advice == MADV_NOHUGEPAGE)
     pz_uffd_unregister(p, len);
   errno = saved;

@@ -338,21 +338,25 @@ static size_t do_fill(struct pending *pd, uintptr_t a, uintptr_t b, unsigned nod
 static size_t do_fill_served(struct pending *pd, uintptr_t a, uintptr_t b) {
   static unsigned char vec[PZ_CHUNK_SIZE / PZ_PAGE_SIZE]; /* this thread's only */
   size_t done = 0;
-  for (uintptr_t blk = pz_align_up(a, PZ_CHUNK_SIZE); blk + PZ_CHUNK_SIZE <= b; blk += PZ_CHUNK_SIZE) {
-    uintptr_t s, e;
-    unsigned node;
-    if (!range_of(blk, &s, &e, &node) || blk < s || blk + PZ_CHUNK_SIZE > e) continue;
-    if (syscall(SYS_mincore, blk, PZ_CHUNK_SIZE, vec) != 0) break; /* unmapped meanwhile */
-    size_t k = 0;
-    while (k < sizeof vec && !(vec[k] & 1)) k++;
-    if (k < sizeof vec) continue;
-    void *c = take_ready(pd, node);
-    if (!c) break;
-    bool stale;
-    size_t moved = move_chunk(c, blk, &stale);
-    lend_done(pd, c, moved, stale);
-    if (moved) atomic_fetch_add_explicit(&pz_gstats.uffd_moved_bytes, moved, memory_order_relaxed);
-    if (moved == PZ_CHUNK_SIZE) done += PZ_CHUNK_SIZE;
+  for (unsigned i = 0; i < RANGES; i++) { /* our ranges within [a, b): never a block of the rest */
+    uintptr_t e = atomic_load_explicit(&ranges[i].end, memory_order_acquire);
+    uintptr_t s = atomic_load_explicit(&ranges[i].start, memory_order_relaxed);
+    unsigned node = atomic_load_explicit(&ranges[i].node, memory_order_relaxed) % pz_topo.nnodes;
+    if (!e || e <= a || s >= b) continue;
+    uintptr_t lo = pz_align_up(s > a ? s : a, PZ_CHUNK_SIZE), hi = e < b ? e : b;
+    for (uintptr_t blk = lo; blk + PZ_CHUNK_SIZE <= hi; blk += PZ_CHUNK_SIZE) {
+      if (syscall(SYS_mincore, blk, PZ_CHUNK_SIZE, vec) != 0) break; /* unmapped meanwhile */
+      size_t k = 0;
+      while (k < sizeof vec && !(vec[k] & 1)) k++;
+      if (k < sizeof vec) continue;
+      void *c = take_ready(pd, node);
+      if (!c) return done;
+      bool stale;
+      size_t moved = move_chunk(c, blk, &stale);
+      lend_done(pd, c, moved, stale);
+      if (moved) atomic_fetch_add_explicit(&pz_gstats.uffd_moved_bytes, moved, memory_order_relaxed);
+      if (moved == PZ_CHUNK_SIZE) done += PZ_CHUNK_SIZE;
+    }
   }
   return done;
 }
@@ -499,6 +503,8 @@ void pz_uffd_unregister(const void *p, size_t len) {
 void pz_uffd_unregister_all(void) {
   if (atomic_load_explicit(&nlive, memory_order_relaxed)) call(OP_UNREGISTER_ALL, 0, 0, 0, true, NULL);
 }
+
+bool pz_uffd_serving(const void *p, size_t len) { return overlaps((uintptr_t)p, (uintptr_t)p + len); }
 
 size_t pz_uffd_populate(void *p, size_t len) {
   size_t r = 0;

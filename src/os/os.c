@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -215,6 +216,82 @@ bool pz_os_mapped(void *p, size_t len) {
   bool r = mincore(p, PZ_PAGE_SIZE, &v) == 0 && mincore((char *)p + len - PZ_PAGE_SIZE, PZ_PAGE_SIZE, &v) == 0;
   errno = saved;
   return r;
+}
+
+static const char *hex(const char *s, uintptr_t *out) {
+  uintptr_t v = 0;
+  for (;; s++) {
+    unsigned d = *s >= '0' && *s <= '9' ? (unsigned)(*s - '0') : *s >= 'a' && *s <= 'f' ? (unsigned)(*s - 'a' + 10) : 16;
+    if (d == 16) break;
+    v = v << 4 | d;
+  }
+  *out = v;
+  return s;
+}
+
+/* One line of /proc/self/maps: its range, and whether it is private,
+ * anonymous (no file: inode 0, no name but an [anon:...] or [heap] one),
+ * readable and writable. False for a line it cannot read. */
+static bool maps_line(const char *l, uintptr_t *s, uintptr_t *e, bool *anon_rw) {
+  l = hex(l, s);
+  if (*l++ != '-') return false;
+  l = hex(l, e);
+  if (*l++ != ' ' || !l[0] || !l[1] || !l[2] || !l[3]) return false;
+  bool rwp = l[0] == 'r' && l[1] == 'w' && l[3] == 'p';
+  l += 4;
+  for (int field = 0; field < 3; field++) { /* offset, device, inode */
+    while (*l == ' ') l++;
+    if (field == 2) {
+      uintptr_t inode;
+      const char *end = hex(l, &inode); /* decimal, but only zero matters */
+      if (end == l || inode != 0) rwp = false;
+      l = end;
+    } else {
+      while (*l && *l != ' ') l++;
+    }
+  }
+  while (*l == ' ') l++;
+  *anon_rw = rwp && (!*l || !strncmp(l, "[anon:", 6) || !strcmp(l, "[heap]"));
+  return true;
+}
+
+bool pz_os_range_private_anon(const void *p, size_t len) {
+  uintptr_t a = (uintptr_t)p, b = a + len, covered = a;
+  if (!len || b < a) return false;
+  int saved = errno;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    errno = saved;
+    return false;
+  }
+  char buf[4096];
+  size_t have = 0;
+  bool ok = false, done = false;
+  while (!done) {
+    ssize_t n = syscall(SYS_read, fd, buf + have, sizeof buf - 1 - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += (size_t)n;
+    buf[have] = 0;
+    char *line = buf, *nl;
+    while (!done && (nl = strchr(line, '\n'))) {
+      *nl = 0;
+      uintptr_t s, e;
+      bool anon_rw;
+      if (!maps_line(line, &s, &e, &anon_rw)) done = true;
+      else if (e > covered) {
+        if (s > covered || !anon_rw) done = true; /* a hole, or not plain private anonymous memory */
+        else if ((covered = e) >= b) ok = done = true;
+      }
+      line = nl + 1;
+    }
+    have = (size_t)(buf + have - line);
+    memmove(buf, line, have);
+    if (have == sizeof buf - 1) break; /* a line longer than the buffer: cannot tell */
+  }
+  syscall(SYS_close, fd);
+  errno = saved;
+  return ok;
 }
 
 ssize_t pz_os_read_file(const char *path, char *buf, size_t cap) {

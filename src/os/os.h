@@ -70,6 +70,11 @@ PZ_HIDDEN bool pz_os_mapped(void *p, size_t len);
 /* Read a small file (/proc, /sys) into buf without allocating. Returns
  * bytes read (NUL-terminated) or -errno. */
 PZ_HIDDEN ssize_t pz_os_read_file(const char *path, char *buf, size_t cap);
+/* [p, p+len) is wholly mapped, readable and writable, by private anonymous
+ * memory (no file, not shared), per /proc/self/maps (read with a stack
+ * buffer: no allocation; async-signal-safe calls only). False when it
+ * cannot tell. */
+PZ_HIDDEN bool pz_os_range_private_anon(const void *p, size_t len);
 PZ_HIDDEN pid_t pz_os_gettid(void);
 /* ioctl(2) itself: libprezero.so exports ioctl (large/mmap.c), and a call
  * of ours must not come back through it. Returns -1 with errno set. */
