@@ -160,7 +160,7 @@ PZ_HIDDEN const char *pz_opt_source_name(enum pz_opt_source s);
 /* ==================================================================== stats.c */
 struct pz_gstats {
   _Atomic size_t large_allocs, large_frees, large_bytes_live;
-  _Atomic size_t calloc_large_skipped, calloc_large_zeroed;
+  _Atomic size_t calloc_large_skipped, calloc_large_zeroed, calloc_large;
   _Atomic size_t realloc_moved_pages, realloc_in_place, realloc_copied;
   _Atomic size_t oom;
   _Atomic size_t mmap_served, mmap_moved_bytes;

@@ -4,7 +4,10 @@
 /* meson builds with _FILE_OFFSET_BITS=64, under which glibc's headers
  * rename mmap to mmap64: we define both names ourselves. */
 #undef _FILE_OFFSET_BITS
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -134,4 +137,53 @@ PZ_EXPORT int malloc_info(int options, FILE *fp) {
           prezero_version(), (unsigned long long)st.small_live_bytes,
           (unsigned long long)st.large_live_bytes, (unsigned long long)st.reserved_bytes);
   return 0;
+}
+
+/* pthread_join and its variants: glibc frees the joined (and other cached)
+ * threads' TLS under its stack-cache lock, and a free that would start a
+ * pool worker must not call pthread_create there (it takes the same lock:
+ * the program would hang for good). The start is deferred to after the
+ * join. The real functions are looked up at the first call (never on an
+ * allocation path). */
+static void *next_fn(void **cache, const char *name) {
+  void *f = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
+  if (!f) {
+    f = dlsym(RTLD_NEXT, name);
+    __atomic_store_n(cache, f, __ATOMIC_RELEASE);
+  }
+  return f;
+}
+#define JOIN_WRAP(call)                  \
+  bool was = pz_tls_no_spawn;            \
+  pz_tls_no_spawn = true;                \
+  int r = (call);                        \
+  pz_tls_no_spawn = was;                 \
+  if (!was) pz_workers_start_deferred(); \
+  return r
+
+PZ_EXPORT int pthread_join(pthread_t t, void **ret) {
+  static void *f;
+  int (*real)(pthread_t, void **) = (int (*)(pthread_t, void **))next_fn(&f, "pthread_join");
+  if (!real) return ENOSYS;
+  JOIN_WRAP(real(t, ret));
+}
+PZ_EXPORT int pthread_tryjoin_np(pthread_t t, void **ret) {
+  static void *f;
+  int (*real)(pthread_t, void **) = (int (*)(pthread_t, void **))next_fn(&f, "pthread_tryjoin_np");
+  if (!real) return ENOSYS;
+  JOIN_WRAP(real(t, ret));
+}
+PZ_EXPORT int pthread_timedjoin_np(pthread_t t, void **ret, const struct timespec *abstime) {
+  static void *f;
+  int (*real)(pthread_t, void **, const struct timespec *) =
+      (int (*)(pthread_t, void **, const struct timespec *))next_fn(&f, "pthread_timedjoin_np");
+  if (!real) return ENOSYS;
+  JOIN_WRAP(real(t, ret, abstime));
+}
+PZ_EXPORT int pthread_clockjoin_np(pthread_t t, void **ret, clockid_t clock, const struct timespec *abstime) {
+  static void *f;
+  int (*real)(pthread_t, void **, clockid_t, const struct timespec *) =
+      (int (*)(pthread_t, void **, clockid_t, const struct timespec *))next_fn(&f, "pthread_clockjoin_np");
+  if (!real) return ENOSYS;
+  JOIN_WRAP(real(t, ret, clock, abstime));
 }

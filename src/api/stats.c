@@ -110,6 +110,7 @@ static bool collect(struct prezero_stats *st, struct pz_snap_node *nodes, bool w
   size_t large = atomic_load(&pz_gstats.large_allocs);
   st->malloc_calls = hs.malloc_calls + large;
   st->free_calls = hs.free_calls + hs.remote_frees + atomic_load(&pz_gstats.large_frees);
+  st->calloc_calls = hs.calloc_calls + atomic_load(&pz_gstats.calloc_large);
   st->calloc_skipped_bytes = hs.calloc_skipped_bytes + atomic_load(&pz_gstats.calloc_large_skipped);
   st->calloc_zeroed_bytes = hs.calloc_zeroed_bytes + atomic_load(&pz_gstats.calloc_large_zeroed);
   st->large_allocs = large;
@@ -283,6 +284,7 @@ void pz_stats_format(int fd, const struct prezero_stats *stp, const char *versio
   if (write(fd, head, n < sizeof head ? n : sizeof head - 1) < 0) return;
   line(fd, "malloc calls", st.malloc_calls, NULL);
   line(fd, "free calls", st.free_calls, NULL);
+  line(fd, "calloc calls", st.calloc_calls, NULL);
   line(fd, "remote frees", st.remote_frees, NULL);
   line(fd, "calloc bytes known zero", st.calloc_skipped_bytes, "B");
   line(fd, "calloc bytes memset", st.calloc_zeroed_bytes, "B");

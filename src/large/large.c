@@ -23,6 +23,7 @@ void *pz_large_alloc(size_t size, size_t align, bool zero) {
   atomic_fetch_add_explicit(&pz_gstats.large_allocs, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&pz_gstats.large_bytes_live, n << PZ_CHUNK_SHIFT, memory_order_relaxed);
   if (zero) {
+    atomic_fetch_add_explicit(&pz_gstats.calloc_large, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&pz_gstats.calloc_large_zeroed, zeroed, memory_order_relaxed);
     atomic_fetch_add_explicit(&pz_gstats.calloc_large_skipped, (n << PZ_CHUNK_SHIFT) - zeroed,
                               memory_order_relaxed);

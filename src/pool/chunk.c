@@ -95,6 +95,7 @@ static void unwind(struct pz_node_pool *np, struct pz_region *r, size_t i, size_
 
 void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, bool *zero_out,
                      size_t *zeroed_out) {
+  pz_workers_start_deferred();
   if (n == 0 || n > (PZ_MAX_ALLOC >> PZ_CHUNK_SHIFT)) return NULL;
   struct pz_node_pool *np = pool_current();
   pthread_mutex_lock(&np->lock);
@@ -346,6 +347,7 @@ static void free_range(struct pz_region *r, size_t head, size_t keep, size_t i, 
 }
 
 void pz_chunk_free(void *base) {
+  pz_workers_start_deferred();
   size_t i;
   struct pz_region *r = pool_region_of(base, &i);
   free_range(r, i, 0, i, r->runlen[i]);

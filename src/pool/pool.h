@@ -212,6 +212,14 @@ PZ_HIDDEN extern void (*volatile pz_test_hook)(int where);
 PZ_HIDDEN extern void (*volatile pz_worker_refresh)(void);
 /* Start the node's workers if not running. False when none could start. */
 PZ_HIDDEN bool pz_workers_start(unsigned node);
+/* Set while this thread may hold a lock pthread_create takes: glibc frees
+ * dead threads' TLS under its stack-cache lock, from pthread_join and from
+ * a thread's own exit. A worker start asked for then is deferred (a
+ * pthread_create there would wait for ever on the lock its own thread
+ * holds) and made by the next pool call from a thread without the flag,
+ * or after the join (pz_workers_start_deferred). */
+PZ_HIDDEN extern __thread bool pz_tls_no_spawn;
+PZ_HIDDEN void pz_workers_start_deferred(void);
 
 /* ==================================================================== pool/populate.c
  * Fault [p, p+len) in with helper threads pinned to `node`, never changing

@@ -128,11 +128,27 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+__thread bool pz_tls_no_spawn;
+static atomic_bool deferred[PZ_MAX_NODES], any_deferred;
+
+void pz_workers_start_deferred(void) {
+  if (PZ_LIKELY(!atomic_load_explicit(&any_deferred, memory_order_relaxed)) || pz_tls_no_spawn) return;
+  atomic_store(&any_deferred, false);
+  for (unsigned n = 0; n < PZ_MAX_NODES; n++)
+    if (atomic_load_explicit(&deferred[n], memory_order_relaxed) && atomic_exchange(&deferred[n], false))
+      pz_workers_start(n);
+}
+
 bool pz_workers_start(unsigned node) {
   struct pz_node_pool *np = &pz_nodes[node];
   int w = atomic_load_explicit(&np->workers, memory_order_acquire);
   if (PZ_LIKELY(w != 0)) return w > 0 || w == -1; /* running, or being started */
   if (!pz_opt(PZ_OPT_ZERO)) return false;
+  if (pz_tls_no_spawn) { /* see pool.h: later, from a thread that may */
+    atomic_store(&deferred[node], true);
+    atomic_store(&any_deferred, true);
+    return false;
+  }
   if (atomic_load(&np->fork_defer) > 0) { /* a forked child: only once it has work of its own */
     atomic_fetch_sub(&np->fork_defer, 1);
     return false;

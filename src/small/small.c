@@ -442,6 +442,7 @@ static void *alloc_medium(pz_heap *h, size_t size, bool zero) {
   h->stats.malloc_calls++;
   if (!pg->span_zero) ((pz_block *)pg->start)->key = 0; /* stale memory must not look freed */
   if (zero) {
+    h->stats.calloc_calls++;
     if (pg->span_zero) h->stats.calloc_skipped_bytes += pg->block_size;
     else {
       memset(pg->start, 0, pg->block_size);
@@ -732,6 +733,8 @@ static void heap_collect(pz_heap *h) {
 }
 
 void pz_heap_thread_exit(void *arg) {
+  /* from here the thread exits: glibc frees TLS under its stack-cache lock */
+  pz_tls_no_spawn = true;
   pz_heap *h = arg;
   if (!h || h == &pz_heap_empty) return;
   heap_collect(h);

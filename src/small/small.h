@@ -214,6 +214,7 @@ PZ_HIDDEN int pz_small_init(void);
 static PZ_INLINE void *pz_block_hand_out(pz_heap *h, pz_block *b, size_t bs, bool zero, bool known_zero) {
   h->stats.malloc_calls++;
   if (zero) {
+    h->stats.calloc_calls++;
     if (known_zero) {
       b->link = 0;
       h->stats.calloc_skipped_bytes += bs;

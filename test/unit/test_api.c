@@ -243,6 +243,13 @@ static void stats_count_and_calloc_skips_memset_on_fresh_memory(void **state) {
   assert_true(b.calloc_skipped_bytes >= a.calloc_skipped_bytes + (64 << 20));
   assert_true(b.large_live_bytes >= (64 << 20));
   assert_true(b.malloc_calls > a.malloc_calls);
+  assert_int_equal(b.calloc_calls, a.calloc_calls + 1);
+  /* calloc calls counted for every size: small, medium, large */
+  void *q[3] = {prezero_calloc(3, 10), prezero_calloc(1, 300 << 10), prezero_malloc(100)};
+  struct prezero_stats c;
+  assert_int_equal(prezero_stats_get(&c), 0);
+  assert_int_equal(c.calloc_calls, b.calloc_calls + 2);
+  for (int i = 0; i < 3; i++) prezero_free(q[i]);
   prezero_free(p);
   assert_int_equal(prezero_stats_get(&a), 0);
   assert_true(a.chunks_dirty + a.chunks_untouched >= 32);
