@@ -250,6 +250,24 @@ static void print_options(bool secure) {
 
 static pid_t target;
 
+/* pid's number in its own PID namespace (what its getpid() returns, and
+ * what its snapshot holds): the last of /proc/PID/status's NSpid. */
+static pid_t own_pid(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  pid_t last = pid;
+  if (!f) return pid;
+  while (fgets(line, sizeof line, f))
+    if (!strncmp(line, "NSpid:", 6)) {
+      char *save = NULL;
+      for (char *t = strtok_r(line + 6, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save)) last = (pid_t)atoi(t);
+      break;
+    }
+  fclose(f);
+  return last;
+}
+
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...) {
   va_list ap;
@@ -481,9 +499,8 @@ static int show_pid(const char *arg) {
     else if (ours && !lib_why) lib_why = why;
   }
   if (!addr) {
-    int r = named ? fail("process %d (%s) has %s loaded, but no snapshot to read: %s (a prezero from before "
-                         "--pid support?)",
-                         (int)target, comm, objs[0].path, lib_why ? lib_why : "not found")
+    int r = named ? fail("process %d (%s) has %s loaded, but no snapshot to read: %s", (int)target, comm,
+                         objs[0].path, lib_why ? lib_why : "not found")
                   : fail("process %d (%s) does not use prezero: no libprezero in /proc/%d/maps and no loaded "
                          "object exports prezero_snapshot",
                          (int)target, comm, (int)target);
@@ -533,7 +550,8 @@ static int show_pid(const char *arg) {
          (unsigned long long)snap->published, when,
          snap->source == PZ_SNAP_FROM_WORKER ? "a pool worker" : "prezero_stats_get()", age,
          (unsigned long long)(snap->collect_ns / 1000),
-         snap->pid != target ? " - by the parent before fork: nothing of this process yet" : "");
+         snap->pid != target && snap->pid != own_pid(target) ? " - by the parent before fork: nothing of this process yet"
+                                                             : "");
   struct prezero_stats st = snap->stats;
   if (snap->source == PZ_SNAP_FROM_WORKER) { /* a worker opens no file: read /proc/PID now */
     smaps_rollup(&st);
