@@ -44,10 +44,10 @@ static void read_smaps(struct prezero_stats *st) {
   st->anon_huge_bytes = field_kb(buf, "\nAnonHugePages:") << 10;
 }
 
-/* One node's figures for the snapshot, added to *sum when given. wait
- * false: the node lock is tried, and when busy the counters are read
- * without it (each a word: a recent value, the set maybe not consistent). */
-static void node_figures(unsigned n, struct pz_snap_node *out, struct pz_pool_stats *sum, bool wait) {
+/* One node's figures for the snapshot. wait false: the node lock is tried,
+ * and when busy the counters are read without it (each a word: a recent
+ * value, the set maybe not consistent). */
+static void node_figures(unsigned n, struct pz_snap_node *out, bool wait) {
   struct pz_node_pool *np = &pz_nodes[n];
   bool locked = true;
   if (wait) pthread_mutex_lock(&np->lock);
@@ -64,30 +64,7 @@ static void node_figures(unsigned n, struct pz_snap_node *out, struct pz_pool_st
   out->worker_ns = __atomic_load_n(&np->st.worker_ns, __ATOMIC_RELAXED);
   out->busy_waits = __atomic_load_n(&np->st.busy_waits, __ATOMIC_RELAXED);
   out->workers = atomic_load(&np->workers);
-  if (sum) {
-    for (int k = 0; k < PZ_CS__COUNT; k++) sum->chunks[k] += __atomic_load_n(&np->count[k], __ATOMIC_RELAXED);
-    const size_t *src = (const size_t *)&np->st;
-    size_t *dst = (size_t *)&sum->node;
-    for (size_t k = 0; k < sizeof np->st / sizeof(size_t); k++) dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
-    sum->workers += out->workers > 0 ? (size_t)out->workers : 0;
-  }
   if (locked) pthread_mutex_unlock(&np->lock);
-}
-
-static _Atomic size_t last_thp_refused; /* from the last full collection (pz_chunk_stats) */
-
-/* pz_chunk_stats without waiting: node figures by node_figures(), address
- * space from the region lists (walked without the lock, as pz_chunk_stats
- * does: regions are never unlinked; an unmapped one has nchunks 0), no
- * PAGEMAP_SCAN (a file descriptor). */
-static void pool_stats_nowait(struct pz_pool_stats *ps, struct pz_snap_node *nodes) {
-  memset(ps, 0, sizeof *ps);
-  for (unsigned n = 0; n < pz_topo.nnodes; n++) {
-    node_figures(n, &nodes[n], ps, false);
-    for (struct pz_region *r = __atomic_load_n(&pz_nodes[n].regions, __ATOMIC_ACQUIRE); r; r = r->next)
-      ps->reserved_bytes += (size_t)__atomic_load_n(&r->nchunks, __ATOMIC_ACQUIRE) << PZ_CHUNK_SHIFT;
-  }
-  ps->thp_refused = atomic_load(&last_thp_refused);
 }
 
 /* Everything in *st; the per-node figures in nodes[] when not NULL. wait
@@ -100,13 +77,8 @@ static bool collect(struct prezero_stats *st, struct pz_snap_node *nodes, bool w
   size_t used, pages, nheaps;
   if (!pz_heaps_stats(&hs, &used, &pages, &nheaps, wait)) return false;
   struct pz_pool_stats ps;
-  if (wait) {
-    pz_chunk_stats(&ps);
-    atomic_store(&last_thp_refused, ps.thp_refused);
-    for (unsigned n = 0; nodes && n < pz_topo.nnodes; n++) node_figures(n, &nodes[n], NULL, true);
-  } else {
-    pool_stats_nowait(&ps, nodes);
-  }
+  pz_chunk_stats(&ps, wait);
+  for (unsigned n = 0; nodes && n < pz_topo.nnodes; n++) node_figures(n, &nodes[n], wait);
   size_t large = atomic_load(&pz_gstats.large_allocs);
   st->malloc_calls = hs.malloc_calls + large;
   st->free_calls = hs.free_calls + hs.remote_frees + atomic_load(&pz_gstats.large_frees);

@@ -152,7 +152,9 @@ PZ_HIDDEN void pz_chunk_shrink(void *base, size_t n);
 PZ_HIDDEN bool pz_chunk_grow(void *base, size_t n);
 /* Discard DIRTY free chunks beyond `keep` bytes; returns bytes discarded. */
 PZ_HIDDEN size_t pz_chunk_trim(size_t keep);
-PZ_HIDDEN void pz_chunk_stats(struct pz_pool_stats *out);
+/* The pool's figures, summed over nodes. wait false (a pool worker): node
+ * locks only tried, and no PAGEMAP_SCAN (resident figures left 0). */
+PZ_HIDDEN void pz_chunk_stats(struct pz_pool_stats *out, bool wait);
 PZ_HIDDEN void pz_pool_init(void);
 PZ_HIDDEN void pz_pool_prefork(void);
 PZ_HIDDEN void pz_pool_postfork(bool child);

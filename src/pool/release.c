@@ -443,21 +443,27 @@ void pool_make_room(struct pz_node_pool *np, size_t fresh) {
 
 /* ---------------------------------------------------------------- stats, fork */
 
-void pz_chunk_stats(struct pz_pool_stats *out) {
+void pz_chunk_stats(struct pz_pool_stats *out, bool wait) {
   memset(out, 0, sizeof *out);
   for (unsigned node = 0; node < pz_topo.nnodes; node++) {
     struct pz_node_pool *np = &pz_nodes[node];
-    pthread_mutex_lock(&np->lock);
-    for (int s = 0; s < PZ_CS__COUNT; s++) out->chunks[s] += np->count[s];
+    /* not waiting (a pool worker): a busy node is read without its lock,
+     * each counter a word (recent values, maybe not one consistent set) */
+    bool locked = true;
+    if (wait) pthread_mutex_lock(&np->lock);
+    else locked = pthread_mutex_trylock(&np->lock) == 0;
+    for (int s = 0; s < PZ_CS__COUNT; s++) out->chunks[s] += __atomic_load_n(&np->count[s], __ATOMIC_RELAXED);
     const size_t *src = (const size_t *)&np->st;
     size_t *dst = (size_t *)&out->node;
-    for (size_t k = 0; k < sizeof np->st / sizeof(size_t); k++) dst[k] += src[k];
-    out->workers += (size_t)atomic_load(&np->workers);
-    pthread_mutex_unlock(&np->lock);
+    for (size_t k = 0; k < sizeof np->st / sizeof(size_t); k++) dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    int w = atomic_load(&np->workers);
+    out->workers += w > 0 ? (size_t)w : 0;
+    if (locked) pthread_mutex_unlock(&np->lock);
   }
   /* huge-page coverage: regions are never unmapped nor unlinked, so the
-   * list is walked (and the page tables scanned) without the lock */
-  out->pagemap_scan = true;
+   * list is walked (and the page tables scanned) without the lock; not
+   * without waiting (PAGEMAP_SCAN takes a file descriptor) */
+  out->pagemap_scan = wait;
   for (unsigned node = 0; node < pz_topo.nnodes && out->pagemap_scan; node++)
     for (struct pz_region *r = __atomic_load_n(&pz_nodes[node].regions, __ATOMIC_ACQUIRE); r; r = r->next)
       if (pz_os_pagemap_huge(r->base, (size_t)r->nchunks << PZ_CHUNK_SHIFT, &out->resident_bytes,
