@@ -93,8 +93,12 @@ struct prezero_stats {
   uint64_t uffd_ahead_bytes;       /* always 0: nothing is moved in ahead of a touch (kept for the ABI) */
   uint64_t uffd_copied_bytes;      /* ... with nothing ready: by copying zeros in (4 KiB pages) */
   uint64_t uffd_fallbacks;         /* ... by zero pages (read faults), or one 4 KiB page as the kernel does */
+  /* version 6: the page size of fresh memory (PREZERO_COLD_PAGES) */
+  uint64_t cold_small_bytes;       /* fresh chunk bytes handed out with 4 KiB pages, which faulted faster */
+  uint64_t fault_huge_ns;          /* the workers' last measurement: ns to fault 2 MiB as a huge page (0: none) */
+  uint64_t fault_small_ns;         /* ... and as 512 4 KiB pages */
 };
-#define PREZERO_STATS_VERSION 5
+#define PREZERO_STATS_VERSION 6
 
 /* Fault [ptr, ptr+len) in (writable, resident) with helper threads on the
  * calling thread's NUMA node, without changing its contents (rounded out to

@@ -104,6 +104,7 @@ enum pz_opt {
   PZ_OPT_THP,              /* enum auto|always|never */
   PZ_OPT_LARGE_THRESHOLD,  /* size: >= this go to whole chunks */
   PZ_OPT_HUGE_MIN,         /* size: smaller large runs fault 4 KiB pages into fresh chunks */
+  PZ_OPT_COLD_PAGES,       /* enum auto|huge|small: page size of fresh chunks handed out */
   PZ_OPT_POOL_MIN,         /* size: ready memory workers keep per node */
   PZ_OPT_POOL_MAX,         /* size: free resident memory kept per node */
   PZ_OPT_CHECKS,           /* bool: invalid/double free checks */
@@ -131,6 +132,7 @@ enum pz_opt {
 };
 enum { PZ_THP_OPT_AUTO = 0, PZ_THP_OPT_ALWAYS = 1, PZ_THP_OPT_NEVER = 2 };
 enum { PZ_POP_OFF = 0, PZ_POP_EAGER = 1, PZ_POP_LAZY = 2 };
+enum { PZ_COLD_AUTO = 0, PZ_COLD_HUGE = 1, PZ_COLD_SMALL = 2 };
 /* NODES: "0,2-3" -> bit mask; PATH: the value itself (points into environ) */
 enum pz_opt_kind { PZ_OK_BOOL, PZ_OK_SIZE, PZ_OK_ENUM, PZ_OK_COUNT, PZ_OK_NODES, PZ_OK_PATH, PZ_OK_TEXT };
 enum pz_opt_source { PZ_SRC_DEFAULT, PZ_SRC_ENV, PZ_SRC_INVALID, PZ_SRC_SECURE };
@@ -168,6 +170,8 @@ struct pz_gstats {
       uffd_fallbacks;
 };
 PZ_HIDDEN extern struct pz_gstats pz_gstats;
+/* A request refused: counted, errno ENOMEM, NULL (log.c). */
+PZ_HIDDEN PZ_COLD void *pz_oom(void);
 
 
 /* ==================================================================== api/init.c */

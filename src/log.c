@@ -1,6 +1,7 @@
 /* Diagnostics without malloc: a small printf subset into a stack buffer,
  * written to stderr with write(2). Safe from any allocation path, from
- * signal handlers and from a child after fork. */
+ * signal handlers and from a child after fork. Also the one answer to a
+ * refused request, pz_oom. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,3 +139,10 @@ void pz_debug_check_poison(void *b, size_t size) {
 }
 
 void pz_bad_pointer(const char *fn, const char *what, const void *p) { pz_fatal("%s(): %s: %p", fn, what, p); }
+
+/* Every refused request ends here: counted (prezero_stats.oom), errno set. */
+void *pz_oom(void) {
+  atomic_fetch_add_explicit(&pz_gstats.oom, 1, memory_order_relaxed);
+  errno = ENOMEM;
+  return NULL;
+}

@@ -9,6 +9,7 @@
 
 static const char *const thp_choices[] = {"auto", "always", "never", NULL};
 static const char *const populate_choices[] = {"off", "eager", "lazy", NULL};
+static const char *const cold_choices[] = {"auto", "huge", "small", NULL};
 static const char *const zero_choices[] = {"auto", "memset", "sse2", "avx2", "clzero", NULL};
 
 const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
@@ -23,6 +24,8 @@ const struct pz_option_desc pz_option_table[PZ_OPT__COUNT] = {
                                 "allocations of at least this size take whole 2 MiB chunks"},
     [PZ_OPT_HUGE_MIN] = {"HUGE_MIN", PZ_OK_SIZE, 16 << 20, 0, 64 << 20, NULL,
                          "large allocations smaller than this fault 4 KiB pages where the pool had nothing resident (sparse tables stay small)"},
+    [PZ_OPT_COLD_PAGES] = {"COLD_PAGES", PZ_OK_ENUM, PZ_COLD_AUTO, 0, 2, cold_choices,
+                           "page size for memory the pool had nothing resident for: auto (huge pages only while the workers measure them faulting faster than 4 KiB pages here), huge, small"},
     [PZ_OPT_POOL_MIN] = {"POOL_MIN", PZ_OK_SIZE, 0, 0, 1LL << 50, NULL,
                          "ready (resident, zero) memory the workers keep per node, pre-faulting if needed"},
     [PZ_OPT_POOL_MAX] = {"POOL_MAX", PZ_OK_SIZE, 1LL << 30, 0, 1LL << 50, NULL,

@@ -13,11 +13,7 @@
 
 #include "api/api.h"
 
-static PZ_COLD void *oom(void) {
-  atomic_fetch_add_explicit(&pz_gstats.oom, 1, memory_order_relaxed);
-  errno = ENOMEM;
-  return NULL;
-}
+#define oom pz_oom
 
 static PZ_NOINLINE void *alloc_big(size_t size, bool zero) {
   if (PZ_UNLIKELY(size > PZ_MAX_ALLOC)) return oom();
@@ -25,7 +21,7 @@ static PZ_NOINLINE void *alloc_big(size_t size, bool zero) {
   void *p;
   if (size < (size_t)pz_opt(PZ_OPT_LARGE_THRESHOLD)) {
     pz_heap *h = pz_heap_get();
-    p = h ? pz_small_alloc_slow(h, size, zero) : NULL;
+    return h ? pz_small_alloc_slow(h, size, zero) : oom(); /* which says ENOMEM itself */
   } else {
     p = pz_large_alloc(size, 0, zero);
   }
@@ -33,20 +29,14 @@ static PZ_NOINLINE void *alloc_big(size_t size, bool zero) {
 }
 
 void *pz_malloc(size_t size) {
-  if (PZ_LIKELY(size <= PZ_SMALL_MAX)) {
-    void *p = pz_small_alloc(size, false);
-    return PZ_LIKELY(p != NULL) ? p : oom();
-  }
+  if (PZ_LIKELY(size <= PZ_SMALL_MAX)) return pz_small_alloc(size, false); /* NULL: ENOMEM said */
   return alloc_big(size, false);
 }
 
 void *pz_calloc(size_t n, size_t size) {
   size_t total;
   if (PZ_UNLIKELY(__builtin_mul_overflow(n, size, &total))) return oom();
-  if (PZ_LIKELY(total <= PZ_SMALL_MAX)) {
-    void *p = pz_small_alloc(total, true);
-    return PZ_LIKELY(p != NULL) ? p : oom();
-  }
+  if (PZ_LIKELY(total <= PZ_SMALL_MAX)) return pz_small_alloc(total, true);
   return alloc_big(total, true);
 }
 

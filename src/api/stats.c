@@ -108,6 +108,8 @@ static bool collect(struct prezero_stats *st, struct pz_snap_node *nodes, bool w
   st->uffd_ahead_bytes = atomic_load(&pz_gstats.uffd_ahead_bytes);
   st->uffd_copied_bytes = atomic_load(&pz_gstats.uffd_copied_bytes);
   st->uffd_fallbacks = atomic_load(&pz_gstats.uffd_fallbacks);
+  st->cold_small_bytes = ps.node.cold_small_bytes;
+  pz_pool_fault_probe(&st->fault_huge_ns, &st->fault_small_ns);
   st->released_bytes = ps.node.released_bytes;
   st->refaulted_bytes = ps.node.refaulted_bytes;
   st->pressure_events = ps.node.pressure_events;
@@ -271,6 +273,9 @@ void pz_stats_format(int fd, const struct prezero_stats *stp, const char *versio
   line(fd, "chunks free dirty", st.chunks_dirty, NULL);
   line(fd, "calloc from ready chunks", st.calloc_ready_bytes, "B");
   line(fd, "calloc from untouched chunks", st.calloc_untouched_bytes, "B");
+  line(fd, "fresh chunks with 4 KiB pages", st.cold_small_bytes, "B");
+  line(fd, "fault of 2 MiB, huge page (ns)", st.fault_huge_ns, NULL);
+  line(fd, "fault of 2 MiB, 4 KiB pages (ns)", st.fault_small_ns, NULL);
   line(fd, "zeroed by workers", st.worker_zeroed_bytes, "B");
   line(fd, "pre-faulted by workers", st.worker_populated_bytes, "B");
   line(fd, "worker CPU time (us)", st.worker_cpu_ns / 1000, NULL);

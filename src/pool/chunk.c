@@ -163,14 +163,16 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
    * Chunks resident already (ready, dirty, or a worker's pre-faulting one,
    * which becomes resident whole) keep their pages; so does a run
    * PREZERO_POPULATE will populate. */
-  bool thp = pool_thp_on(), want_small = false, sparse = false, readvise = false;
+  bool thp = pool_thp_on(), want_small = false, sparse = false, cold_small = false, readvise = false;
   if (thp) {
     size_t used = (size_t)atomic_load_explicit(&pz_small_used_slices, memory_order_relaxed);
     want_small = kind == PZ_MK_SMALL && (np->small_chunks < SMALL_HUGE_MIN_CHUNKS ||
                                          used * 4 < np->small_chunks * (PZ_SLICES - 1) * 3);
     size_t bytes = n << PZ_CHUNK_SHIFT;
-    sparse = kind == PZ_MK_LARGE && bytes < (size_t)pz_opt(PZ_OPT_HUGE_MIN) &&
-             !(pz_opt(PZ_OPT_POPULATE) != PZ_POP_OFF && bytes >= (size_t)pz_opt(PZ_OPT_POPULATE_MIN));
+    bool populated = pz_opt(PZ_OPT_POPULATE) != PZ_POP_OFF && bytes >= (size_t)pz_opt(PZ_OPT_POPULATE_MIN);
+    sparse = kind == PZ_MK_LARGE && bytes < (size_t)pz_opt(PZ_OPT_HUGE_MIN) && !populated;
+    /* fresh chunks: the page size that faults faster here (worker.c) */
+    cold_small = !sparse && !want_small && !(kind == PZ_MK_LARGE && populated) && pz_pool_cold_small_pages();
   }
   size_t ranges[ZERO_RANGES][2], nranges = 0; /* dirty chunk ranges [start, end) */
   size_t ready = 0, untouched = 0;
@@ -180,7 +182,9 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
     ready += s == PZ_CS_READY;
     untouched += s == PZ_CS_UNTOUCHED;
     if (thp)
-      readvise |= pool_note_advice(&r->nohuge[i], sparse ? s == PZ_CS_UNTOUCHED : want_small, s == PZ_CS_UNTOUCHED);
+      readvise |= pool_note_advice(&r->nohuge[i], want_small || ((sparse || cold_small) && s == PZ_CS_UNTOUCHED),
+                                   s == PZ_CS_UNTOUCHED, cold_small);
+    if (cold_small && s == PZ_CS_UNTOUCHED) np->st.cold_small_bytes += PZ_CHUNK_SIZE;
     if (r->released[i]) { /* given back earlier: this allocation faults it in again */
       r->released[i] = 0;
       if (s == PZ_CS_UNTOUCHED) np->st.refaulted_bytes += PZ_CHUNK_SIZE;
@@ -267,7 +271,8 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
 bool pz_chunk_small_pages(const void *chunk) {
   size_t i;
   struct pz_region *r = pool_region_of(chunk, &i);
-  return r && (!pool_thp_on() || __atomic_load_n(&r->nohuge[i], __ATOMIC_RELAXED) == PZ_NH_SMALL);
+  uint8_t nh = r ? __atomic_load_n(&r->nohuge[i], __ATOMIC_RELAXED) : 0;
+  return r && (!pool_thp_on() || nh == PZ_NH_SMALL || nh == PZ_NH_COLD);
 }
 
 size_t pz_chunk_run_len(const void *base) {

@@ -37,7 +37,7 @@ PZ_HIDDEN struct pz_node_pool *pool_current(void);
 PZ_HIDDEN size_t pool_min_ready_chunks(const struct pz_node_pool *np);
 PZ_HIDDEN void pool_wake_worker(struct pz_node_pool *np);
 PZ_HIDDEN bool pool_thp_on(void);
-PZ_HIDDEN bool pool_note_advice(uint8_t *nh, bool want_small_pages, bool fresh);
+PZ_HIDDEN bool pool_note_advice(uint8_t *nh, bool want_small_pages, bool fresh, bool cold);
 PZ_HIDDEN void pool_apply_advice(struct pz_region *r, size_t i, size_t n);
 PZ_HIDDEN void pool_lazyfree(struct pz_region *r, size_t i, size_t n);
 PZ_HIDDEN int pool_commit(struct pz_region *r, size_t i, size_t n);

@@ -26,7 +26,12 @@
  * UNTOUCHED: never faulted (or given back): reads zero, costs a fault.
  * READY: resident and known zero. DIRTY: freed by the program.
  */
-enum { PZ_NH_ADVISED = 1, PZ_NH_SMALL = 2 };
+/* nohuge: advised MADV_NOHUGEPAGE; SMALL: before its first fault (4 KiB
+ * pages); COLD: the same, because 4 KiB pages faulted faster at the time
+ * (PREZERO_COLD_PAGES): free, it is MADV_FREE only under a memory limit
+ * (pool_lazyfree), and a worker that would zero it faults it in again as
+ * a huge page instead (what the pool lends to served mmaps). */
+enum { PZ_NH_ADVISED = 1, PZ_NH_SMALL = 2, PZ_NH_COLD = 3 };
 enum pz_chunk_state {
   PZ_CS_UNTOUCHED = 0,
   PZ_CS_READY,
@@ -89,6 +94,7 @@ struct pz_node_stats {
   size_t zero_from_ready, zero_from_untouched; /* calloc'd chunk bytes by origin */
   size_t zeroed_bytes, populated_bytes;        /* done by workers */
   size_t worker_ns, worker_passes;
+  size_t cold_small_bytes;                     /* fresh chunks handed out with 4 KiB pages (COLD_PAGES) */
 };
 struct pz_node_pool {
   pthread_mutex_t lock;
@@ -124,6 +130,7 @@ struct pz_claim {
   bool discard;             /* give it back instead (a forked child's inherited chunks) */
   bool release;             /* ... because it was idle (decay, pressure, trim) */
   uint32_t id;              /* set by the pool: completion acts only on chunks still held by it */
+  bool convert;             /* DIRTY chunks on 4 KiB pages (PZ_NH_COLD): give back, fault in a huge page */
 };
 #define PZ_CLAIM_POP 0x80000000u  /* in a claim id: pre-faulting (zero memory stays zero) */
 #define PZ_CLAIM_MOVE 0x40000000u /* ... moving its pages out: an allocation may not take it */
@@ -155,6 +162,12 @@ PZ_HIDDEN size_t pz_chunk_trim(size_t keep);
 /* The pool's figures, summed over nodes. wait false (a pool worker): node
  * locks only tried, and no PAGEMAP_SCAN (resident figures left 0). */
 PZ_HIDDEN void pz_chunk_stats(struct pz_pool_stats *out, bool wait);
+/* Fresh chunks get 4 KiB pages (PREZERO_COLD_PAGES; auto: unless the
+ * workers measured huge pages faulting faster a moment ago). */
+PZ_HIDDEN bool pz_pool_cold_small_pages(void);
+/* The workers' last measurement: ns to fault 2 MiB as one huge page and
+ * as 512 4 KiB pages (0: none yet). */
+PZ_HIDDEN void pz_pool_fault_probe(uint64_t *huge_ns, uint64_t *small_ns);
 PZ_HIDDEN void pz_pool_init(void);
 PZ_HIDDEN void pz_pool_prefork(void);
 PZ_HIDDEN void pz_pool_postfork(bool child);

@@ -377,13 +377,16 @@ bool pool_thp_on(void) {
 
 /* With the lock held: chunk flag *nh for an allocation that wants 4 KiB
  * pages there or not; `fresh`: the chunk was never faulted (advice given
- * now is what its pages will be). True when the advice changes. */
-bool pool_note_advice(uint8_t *nh, bool want_small_pages, bool fresh) {
+ * now is what its pages will be); `cold`: it wants them only because they
+ * fault faster now (PZ_NH_COLD). True when the advice changes. */
+bool pool_note_advice(uint8_t *nh, bool want_small_pages, bool fresh, bool cold) {
+  uint8_t small = cold ? PZ_NH_COLD : PZ_NH_SMALL;
+  if (*nh == PZ_NH_COLD && !fresh) return false; /* 4 KiB pages until it is given back: keep saying so */
   if (want_small_pages == !!*nh) {
-    if (want_small_pages && fresh) *nh = PZ_NH_SMALL; /* advised before its first fault */
+    if (want_small_pages && fresh) *nh = small; /* advised before its first fault */
     return false;
   }
-  *nh = !want_small_pages ? 0 : fresh ? PZ_NH_SMALL : PZ_NH_ADVISED;
+  *nh = !want_small_pages ? 0 : fresh ? small : PZ_NH_ADVISED;
   return true;
 }
 
@@ -417,9 +420,19 @@ static void restore_advice(struct pz_region *r, size_t i, size_t n) {
  * uses must never be marked (its writes could be dropped). */
 void pool_lazyfree(struct pz_region *r, size_t i, size_t n) {
   if (!pool_thp_on()) return;
+  /* Chunks that went out fresh on 4 KiB pages (PZ_NH_COLD, many: every
+   * large allocation the pool had nothing for) too, under a memory limit
+   * (a cgroup's, or the machine short of memory), where what the program
+   * freed must be the first memory the kernel takes (test cgroup-oom);
+   * elsewhere they are kept as the 4 KiB chunks of sparse tables and small
+   * heaps are, and given back after PREZERO_RETAIN_MS */
+  const struct pz_node_pool *np = &pz_nodes[r->node];
+  bool limited = pz_kernel.cgroup_max != SIZE_MAX || pz_kernel.cgroup_high != SIZE_MAX ||
+                 __atomic_load_n(&np->tight, __ATOMIC_RELAXED) || __atomic_load_n(&np->pressure, __ATOMIC_RELAXED);
   for (size_t k = 0, e; k < n; k = e) {
-    for (e = k + 1; e < n && !r->nohuge[i + e] == !r->nohuge[i + k];) e++;
-    if (!r->nohuge[i + k]) pz_os.madvise(r->base + ((i + k) << PZ_CHUNK_SHIFT), (e - k) << PZ_CHUNK_SHIFT, MADV_FREE);
+    for (e = k + 1; e < n && r->nohuge[i + e] == r->nohuge[i + k];) e++;
+    if (!r->nohuge[i + k] || (r->nohuge[i + k] == PZ_NH_COLD && limited))
+      pz_os.madvise(r->base + ((i + k) << PZ_CHUNK_SHIFT), (e - k) << PZ_CHUNK_SHIFT, MADV_FREE);
   }
 }
 

@@ -38,16 +38,54 @@ static size_t claim(struct pz_node_pool *np, enum pz_chunk_state s, size_t max, 
         if (r->state[i] != s || r->foreign[i]) continue;
         size_t n = 0;
         uint32_t id = pool_new_claim_id(np, s == PZ_CS_UNTOUCHED);
-        while (i + n < r->nchunks && r->state[i + n] == s && !r->foreign[i + n] && got + n < max) {
+        /* fresh chunks still advised for 4 KiB pages (COLD: given back,
+         * or their pages lent out) are faulted in as huge pages: a range is
+         * all of them or none */
+        bool cold = s == PZ_CS_UNTOUCHED && r->nohuge[i] == PZ_NH_COLD;
+        while (i + n < r->nchunks && r->state[i + n] == s && !r->foreign[i + n] && got + n < max &&
+               (s != PZ_CS_UNTOUCHED || (r->nohuge[i + n] == PZ_NH_COLD) == cold)) {
           pool_claim_chunk(np, r, i + n, id);
+          if (cold) r->nohuge[i + n] = 0;
           n++;
         }
-        claims[nr++] = (struct pz_claim){r, i, n, s, false, false, id};
+        claims[nr++] = (struct pz_claim){r, i, n, s, false, false, id, cold};
         got += n;
         i += n;
       }
     }
   }
+  return nr;
+}
+
+/* With the lock held: claim READY chunks on 4 KiB pages (PZ_NH_COLD: they
+ * went out fresh when 4 KiB pages faulted faster) that have been free for
+ * COLD_CONVERT_MS, for a worker to fault in as huge pages again: what the
+ * pool lends to served mmaps, and fewer TLB misses. Not sooner: a program
+ * reusing its memory at once gets it back zeroed in place (a huge page's
+ * fault can cost 7 ms per 2 MiB on a VM, zeroing 0.1 ms). */
+#define COLD_CONVERT_MS 500
+static size_t claim_cold(struct pz_node_pool *np, uint32_t now, size_t max, struct pz_claim *claims,
+                         size_t nclaims) {
+  size_t got = 0, nr = 0;
+  if (!pool_thp_on()) return 0;
+  for (struct pz_region *r = np->regions; r && got < max && nr < nclaims; r = r->next)
+    for (size_t i = 0; i < r->nchunks && got < max && nr < nclaims; i++) {
+#define COLD_OLD(k)                                                                                \
+  (r->state[k] == PZ_CS_READY && r->nohuge[k] == PZ_NH_COLD && !r->foreign[k] &&                   \
+   (long)(uint32_t)(now - r->idle_since[k]) >= COLD_CONVERT_MS)
+      if (!COLD_OLD(i)) continue;
+      size_t n = 0;
+      uint32_t id = pool_new_claim_id(np, false);
+      while (i + n < r->nchunks && got + n < max && COLD_OLD(i + n)) {
+        pool_claim_chunk(np, r, i + n, id);
+        r->nohuge[i + n] = 0; /* a huge page again: the worker faults it in */
+        n++;
+      }
+#undef COLD_OLD
+      claims[nr++] = (struct pz_claim){r, i, n, PZ_CS_READY, false, false, id, true};
+      got += n;
+      i += n;
+    }
   return nr;
 }
 
@@ -125,7 +163,7 @@ static size_t claim_release(struct pz_node_pool *np, size_t n, long ms, struct p
           if (dirty) last->from = PZ_CS_DIRTY;
         } else if (nr < nclaims) {
           claims[nr++] = (struct pz_claim){r, i, b, dirty ? PZ_CS_DIRTY : PZ_CS_READY, true, true,
-                                           pool_new_claim_id(np, false)};
+                                           pool_new_claim_id(np, false), false};
         } else {
           return nr;
         }
@@ -190,6 +228,12 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
         .batch = (size_t)pz_opt(PZ_OPT_BATCH), .report_batch = (size_t)pz_opt(PZ_OPT_REPORT_BATCH),
         .idle_any = idle_chunks(np, now, 0), .headroom = np->headroom, .forked = np->forked,
         .pressure = np->pressure};
+    /* the high watermark is never below the low one: with PREZERO_POOL_MIN
+     * (or a reserve) above PREZERO_POOL_MAX, what the workers pre-faulted up
+     * to the minimum was given back after the decay and pre-faulted again,
+     * round after round (a VMM's PREZERO_POOL_MIN=<guest size>, 2G against
+     * the default 1G maximum: 11 GiB faulted and 9 GiB given back in 8 s) */
+    if (in.max_free < in.min_ready) in.max_free = in.min_ready;
     in.idle_decay = idle_chunks(np, now, decay);
     in.idle_retain = retain ? idle_chunks(np, now, retain) : 0;
     struct pz_plan plan = pz_worker_plan(&in);
@@ -214,6 +258,13 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
       }
       pthread_mutex_unlock(&np->lock);
       return nr;
+    }
+    if (!np->pressure && !np->tight) {
+      size_t nr = claim_cold(np, now, (size_t)pz_opt(PZ_OPT_BATCH), claims, nclaims);
+      if (nr) {
+        pthread_mutex_unlock(&np->lock);
+        return nr;
+      }
     }
     /* Memory that will be given back once idle long enough keeps the worker
      * (waking a few times per decay period); without it, it leaves. */
@@ -356,7 +407,7 @@ int pz_chunk_reserve(size_t bytes) {
       if (st != PZ_CS_UNTOUCHED && st != PZ_CS_DIRTY) continue;
       if (nc && c[nc - 1].from == st && c[nc - 1].start + c[nc - 1].n == cursor) c[nc - 1].n++;
       else c[nc++] = (struct pz_claim){r, cursor, 1, (enum pz_chunk_state)st, false, false,
-                                       pool_new_claim_id(np, st == PZ_CS_UNTOUCHED)};
+                                       pool_new_claim_id(np, st == PZ_CS_UNTOUCHED), false};
       pool_claim_chunk(np, r, cursor, c[nc - 1].id);
     }
     pthread_mutex_unlock(&np->lock);

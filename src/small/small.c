@@ -455,10 +455,10 @@ static void *alloc_medium(pz_heap *h, size_t size, bool zero) {
 void *pz_small_alloc_slow(pz_heap *h, size_t size, bool zero) {
   if (PZ_UNLIKELY(h == &pz_heap_empty)) {
     h = pz_heap_get();
-    if (!h) return NULL;
+    if (!h) return pz_oom();
   }
-  if (size > PZ_SMALL_MAX) return alloc_medium(h, size, zero);
-  return alloc_class(h, pz_size_class(size), zero);
+  void *p = size > PZ_SMALL_MAX ? alloc_medium(h, size, zero) : alloc_class(h, pz_size_class(size), zero);
+  return PZ_LIKELY(p != NULL) ? p : pz_oom(); /* the fast paths return our answer as it is */
 }
 
 void *pz_small_alloc_aligned(size_t size, size_t align, bool zero) {

@@ -137,6 +137,7 @@ static inline unsigned pz_size_class(size_t size) {
 }
 PZ_HIDDEN unsigned pz_class_slices(unsigned cls);
 
+/* NULL: refused, with errno ENOMEM and the count (pz_oom) */
 PZ_HIDDEN void *pz_small_alloc_slow(pz_heap *h, size_t size, bool zero);
 /* malloc from h->xc[cls] (not empty) */
 PZ_HIDDEN void *pz_small_alloc_xc(pz_heap *h, unsigned cls, bool zero);
