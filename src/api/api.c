@@ -64,7 +64,7 @@ static PZ_NOINLINE void free_other(void *p, uint32_t e) {
 
 void pz_free(void *p) {
   uint32_t e = pz_map_get(p); /* NULL: never a chunk's (the first 2 MiB are never mapped) */
-  if (PZ_LIKELY((e & 15) == PZ_MK_SMALL)) {
+  if (PZ_LIKELY((uint8_t)e == PZ_MK_SMALL)) {
     pz_small_free(p, pz_chunk_of(p));
     return;
   }

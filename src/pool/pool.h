@@ -48,7 +48,9 @@ enum pz_chunk_event { PZ_CE_ALLOC, PZ_CE_FREE, PZ_CE_CLAIM, PZ_CE_ZEROED, PZ_CE_
 PZ_HIDDEN int pz_chunk_next_state(enum pz_chunk_state s, enum pz_chunk_event e);
 
 /* Chunk map: one entry per 2 MiB of address space, telling what the chunk
- * holds, so free() can validate any pointer without touching it. */
+ * holds, so free() can validate any pointer without touching it. An entry
+ * is the kind in its low byte (free tests that byte alone) and the
+ * region's id above it; 0 for no chunk of ours. */
 enum pz_map_kind { PZ_MK_NONE = 0, PZ_MK_SMALL, PZ_MK_LARGE, PZ_MK_LARGE_TAIL, PZ_MK_FREE };
 #define PZ_MAP_LEAF_BITS 13
 #define PZ_MAP_TOP_BITS (47 - PZ_CHUNK_SHIFT - PZ_MAP_LEAF_BITS)

@@ -45,7 +45,7 @@ void pz_map_set_range(void *base, size_t nchunks, enum pz_map_kind kind, uint32_
   for (size_t i = 0; i < nchunks; i++, a += PZ_CHUNK_SIZE) {
     uint32_t *leaf = atomic_load_explicit(&pz_map_top[a >> (PZ_CHUNK_SHIFT + MAP_LEAF_BITS)],
                                           memory_order_relaxed);
-    uint32_t v = kind == PZ_MK_NONE ? 0 : ((uint32_t)kind | region << 4);
+    uint32_t v = kind == PZ_MK_NONE ? 0 : ((uint32_t)kind | region << 8); /* kind alone in the low byte */
     __atomic_store_n(&leaf[(a >> PZ_CHUNK_SHIFT) & ((1u << MAP_LEAF_BITS) - 1)], v,
                      __ATOMIC_RELEASE);
   }
@@ -87,7 +87,7 @@ static struct pz_region *region_by_id(uint32_t id) {
 struct pz_region *pool_region_of(const void *p, size_t *idx) {
   uint32_t e = pz_map_get(p);
   if (!e) return NULL;
-  struct pz_region *r = region_by_id(e >> 4);
+  struct pz_region *r = region_by_id(e >> 8);
   *idx = (size_t)(((const char *)p - r->base) >> PZ_CHUNK_SHIFT);
   return r;
 }

@@ -152,7 +152,7 @@ static void take_slices(pz_chunk *c, unsigned head, unsigned from, unsigned to) 
   c->used_slices |= m;
   c->purge_slices &= ~m; /* in use again: not to be given back */
   atomic_fetch_add_explicit(&pz_small_used_slices, to - from, memory_order_relaxed);
-  for (unsigned k = from; k < to; k++) c->pages[head + k].slice_offset = (uint8_t)k;
+  for (unsigned k = from; k < to; k++) c->pages[head + k].head_back = (uint16_t)(k * sizeof(pz_page));
 }
 
 /* Find n free slices in one of h's chunks, or in a new chunk. */
@@ -169,7 +169,7 @@ static pz_page *span_alloc(pz_heap *h, unsigned n, bool want_zero) {
   if (!c) return NULL;
   start = 1;
 found:
-  take_slices(c, start, 0, n); /* the head's slice_offset: 0 */
+  take_slices(c, start, 0, n); /* the head's head_back: 0 */
   pz_page *pg = &c->pages[start];
   pg->nslices = (uint8_t)n;
   pg->span_zero = !(c->dirty_slices & span_mask(start, n));
@@ -252,7 +252,7 @@ static void page_retire(pz_heap *h, pz_page *pg) {
   c->used_slices &= ~m;
   atomic_fetch_sub_explicit(&pz_small_used_slices, n, memory_order_relaxed);
   c->dirty_slices |= m;
-  for (unsigned k = 0; k < n; k++) c->pages[start + k].slice_offset = 0;
+  for (unsigned k = 0; k < n; k++) c->pages[start + k].head_back = 0;
   memset(pg, 0, sizeof *pg);
   if (c->used_slices == 1 && other_empty_chunk(h, c)) chunk_release(h, c);
   else if (pz_chunk_small_pages(c)) purge_later(h, c, m);

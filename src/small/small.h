@@ -15,6 +15,9 @@
 typedef struct pz_block { uintptr_t link; uintptr_t key; } pz_block;
 
 struct pz_heap;
+/* A page descriptor's size: a power of two, so that free finds the
+ * descriptor of a slice with a shift (three cache lines are used). */
+#define PZ_PAGE_DESC 256
 /* A page: a span of slices holding blocks of one size. Lives in the chunk
  * header. Fields marked (owner) are touched only by the owning heap's
  * thread; xfree is the one field other threads write. */
@@ -29,9 +32,9 @@ typedef struct pz_page {
   uint32_t reserved;     /* blocks that fit in the span */
   uint8_t cls;           /* size class, or PZ_NCLASSES for a medium span */
   uint8_t nslices;       /* span length; 0 = slice is free */
-  uint8_t slice_offset;  /* in a non-head slice: distance to the head */
   uint8_t span_zero;     /* span was zero when the page was made */
   uint8_t div_shift;     /* trailing zero bits of block_size */
+  uint16_t head_back;    /* in a non-head slice: bytes back to the head's descriptor */
   /* cache line 1: written by the owner on every malloc and free, read by
    * no other thread (no false sharing with remote frees) */
   pz_block *free __attribute__((aligned(64))); /* (owner) blocks to hand out */
@@ -49,7 +52,7 @@ typedef struct pz_page {
   _Atomic(uintptr_t) xfree __attribute__((aligned(64)));
   _Atomic(uint8_t) delayed_pending; /* on its heap's delayed stack */
   struct pz_page *delayed_next;     /* on heap->delayed */
-} __attribute__((aligned(64))) pz_page;
+} __attribute__((aligned(PZ_PAGE_DESC))) pz_page;
 #define PZ_XF_DELAYED ((uintptr_t)1)
 #define PZ_XF_FREEING ((uintptr_t)2)
 #define PZ_XF_FLAGS ((uintptr_t)15)
@@ -154,11 +157,14 @@ PZ_HIDDEN bool pz_small_grow_medium(pz_page *pg, size_t size); /* in place, owne
 static inline pz_chunk *pz_chunk_of(const void *p) {
   return (pz_chunk *)((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK);
 }
-static inline pz_page *pz_small_page_of(const pz_chunk *c, const void *p) { /* NULL: invalid */
-  size_t idx = (size_t)((const char *)p - (const char *)c) >> PZ_SLICE_SHIFT;
-  const pz_page *pg = &c->pages[idx];
-  pg -= pg->slice_offset;
-  if (PZ_UNLIKELY(idx == 0 || pg->nslices == 0)) return NULL;
+/* NULL: invalid. Slice 0 holds the header: its descriptor, pages[0], is
+ * never a page (nslices 0), so a pointer into the header is caught too. */
+static inline pz_page *pz_small_page_of(const pz_chunk *c, const void *p) {
+  _Static_assert(sizeof(pz_page) == PZ_PAGE_DESC, "descriptors found by a shift");
+  size_t off = ((uintptr_t)p & PZ_CHUNK_MASK) >> PZ_SLICE_SHIFT << __builtin_ctz(PZ_PAGE_DESC);
+  const pz_page *pg = (const pz_page *)((const char *)c->pages + off);
+  pg = (const pz_page *)((const char *)pg - pg->head_back);
+  if (PZ_UNLIKELY(pg->nslices == 0)) return NULL;
   return (pz_page *)pg;
 }
 /* Sets block_size, div_inv and div_shift. */
