@@ -228,12 +228,6 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
         .batch = (size_t)pz_opt(PZ_OPT_BATCH), .report_batch = (size_t)pz_opt(PZ_OPT_REPORT_BATCH),
         .idle_any = idle_chunks(np, now, 0), .headroom = np->headroom, .forked = np->forked,
         .pressure = np->pressure};
-    /* the high watermark is never below the low one: with PREZERO_POOL_MIN
-     * (or a reserve) above PREZERO_POOL_MAX, what the workers pre-faulted up
-     * to the minimum was given back after the decay and pre-faulted again,
-     * round after round (a VMM's PREZERO_POOL_MIN=<guest size>, 2G against
-     * the default 1G maximum: 11 GiB faulted and 9 GiB given back in 8 s) */
-    if (in.max_free < in.min_ready) in.max_free = in.min_ready;
     in.idle_decay = idle_chunks(np, now, decay);
     in.idle_retain = retain ? idle_chunks(np, now, retain) : 0;
     struct pz_plan plan = pz_worker_plan(&in);

@@ -41,7 +41,13 @@ struct pz_plan pz_worker_plan(const struct pz_plan_in *in) {
     return p;
   }
   size_t free = in->ready + in->dirty;
-  size_t over_max = free > in->max_free ? free - in->max_free : 0;
+  /* the high watermark is never below the low one: with PREZERO_POOL_MIN
+   * (or a reserve) above PREZERO_POOL_MAX, what the workers pre-faulted up
+   * to the minimum was given back after the decay and pre-faulted again,
+   * round after round (a VMM's PREZERO_POOL_MIN=<guest size>, 2G against
+   * the default 1G maximum: 11 GiB faulted and 9 GiB given back in 8 s) */
+  size_t max_free = in->max_free > in->min_ready ? in->max_free : in->min_ready;
+  size_t over_max = free > max_free ? free - max_free : 0;
   size_t over_min = free > in->min_ready ? free - in->min_ready : 0;
   size_t give = in->pressure ? min_sz(over_min, in->idle_any)
                              : min_sz(over_max, in->idle_decay) > min_sz(over_min, in->idle_retain)
@@ -52,7 +58,7 @@ struct pz_plan pz_worker_plan(const struct pz_plan_in *in) {
     p.n = give;
     return p;
   }
-  size_t max_ready = in->pressure ? in->min_ready : in->max_free;
+  size_t max_ready = in->pressure ? in->min_ready : max_free;
   if (in->dirty && in->ready < max_ready) { /* recycling: freed memory becomes ready again */
     p.what = PZ_PLAN_ZERO;
     p.n = min_sz(max_ready - in->ready, in->dirty);

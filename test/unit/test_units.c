@@ -256,6 +256,19 @@ static void worker_watermarks(void **state) {
   struct pz_plan_in tight = {.ready = 10, .dirty = 5, .min_ready = 10, .max_free = 512, .batch = 4,
                              .report_batch = 8, .headroom = SIZE_MAX, .pressure = true};
   assert_int_equal(pz_worker_plan(&tight).what, PZ_PLAN_IDLE);
+  /* a minimum above the maximum (a VMM's PREZERO_POOL_MIN=<guest size>
+   * over the default 1G maximum): what was pre-faulted for the minimum is
+   * never given back after the decay, only what is above the minimum */
+  struct pz_plan_in vmm = {.ready = 1024, .min_ready = 1024, .max_free = 512, .batch = 4,
+                           .report_batch = 8, .headroom = SIZE_MAX, .idle_decay = 1024, .idle_any = 1024};
+  assert_int_equal(pz_worker_plan(&vmm).what, PZ_PLAN_IDLE);
+  vmm.ready = 1100, vmm.idle_decay = vmm.idle_any = 1100;
+  p = pz_worker_plan(&vmm);
+  assert_int_equal(p.what, PZ_PLAN_RELEASE);
+  assert_int_equal(p.n, 76);
+  vmm.ready = 1000, vmm.dirty = 100, vmm.idle_decay = vmm.idle_any = 0; /* recycled up to the minimum */
+  p = pz_worker_plan(&vmm);
+  assert_int_equal(p.what, PZ_PLAN_ZERO);
 }
 
 static void zero_methods_zero(void **state) {
