@@ -27,12 +27,23 @@ median and the range of each:
            JVM reserves its heap, commits it with MAP_FIXED over the
            reservation and touches every page at start.  Cold; prezero
            with default settings must not be slower.
+  guarded, guarded-nothp
+           the rust-vmm shape (bench/vmm-guarded.c, no real VMM needed):
+           after --warm seconds (the VMM's API phase; prezero gets
+           PREZERO_POOL_MIN=<size>), guest RAM is mapped as Firecracker's
+           guarded region (PROT_NONE|MAP_NORESERVE reservation with a guard
+           page each side, MAP_FIXED|MAP_NORESERVE|MAP_PRIVATE|MAP_ANONYMOUS
+           read/write inside), advised MADV_HUGEPAGE as Cloud Hypervisor
+           does by default (guarded; guarded-nothp: not advised), and
+           --vcpus threads touch their parts in order, one write per 4 KiB
+           page, no preallocation.  The touch is timed.
 
 Needs qemu-system-x86 and openjdk-17-jre-headless (test/deps.sh installs
 them as root).  Standard library only:
 
     /usr/bin/python3 bench/vmm.py --builddir build [--reps 3] [--size 4G]
-        [--warm 8] [--only hotplug,boot,jvm] [--allocators glibc,...]
+        [--warm 8] [--vcpus 2] [--only hotplug,boot,jvm,guarded,guarded-nothp]
+        [--allocators glibc,...]
 """
 
 import argparse
@@ -184,7 +195,25 @@ def case_jvm(alloc, opts, tmp):
     return {"time": dt, "rss": None, "moved": None}
 
 
-CASES = {"hotplug": case_hotplug, "boot": case_boot, "jvm": case_jvm}
+def case_guarded(alloc, opts, tmp, thp=1):
+    env = env_for(alloc, opts.prezero, {"PREZERO_POOL_MIN": opts.size_label})
+    exe = os.path.join(opts.builddir, "bench", "bench-vmm-guarded")
+    r = subprocess.run([exe, "guest=%d" % opts.size, "vcpus=%d" % opts.vcpus, "thp=%d" % thp,
+                        "delay_ms=%d" % int(opts.warm * 1000)], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=600)
+    out, err = r.stdout.decode(), r.stderr.decode(errors="replace")
+    m = re.search(r"^ok \S+ touch_us=(\d+)", out, re.M)
+    if r.returncode != 0 or not m:
+        raise RuntimeError("bench-vmm-guarded failed (%d): %s" % (r.returncode, (out + err)[-500:]))
+    return {"time": int(m.group(1)) / 1e6, "rss": None, "moved": moved_mib(err) if alloc == "prezero" else None}
+
+
+def case_guarded_nothp(alloc, opts, tmp):
+    return case_guarded(alloc, opts, tmp, thp=0)
+
+
+CASES = {"hotplug": case_hotplug, "boot": case_boot, "jvm": case_jvm, "guarded": case_guarded,
+         "guarded-nothp": case_guarded_nothp}
 
 
 def main():
@@ -194,7 +223,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--size", type=size_bytes, default=size_bytes("4G"))
     ap.add_argument("--warm", type=float, default=8.0)
-    ap.add_argument("--only", default="hotplug,boot,jvm")
+    ap.add_argument("--vcpus", type=int, default=2, help="touching threads for guarded, guarded-nothp")
+    ap.add_argument("--only", default="hotplug,boot,jvm,guarded,guarded-nothp")
     ap.add_argument("--allocators", default="glibc,jemalloc,tcmalloc,mimalloc,prezero")
     opts = ap.parse_args()
     opts.prezero = os.path.abspath(opts.prezero or os.path.join(opts.builddir, "src", "libprezero.so"))
@@ -205,7 +235,9 @@ def main():
     for c in cases:
         if c not in CASES:
             sys.exit("unknown case %s (%s)" % (c, ", ".join(CASES)))
-    need = {"hotplug": "qemu-system-x86_64", "boot": "qemu-system-x86_64", "jvm": "java"}
+    guarded = os.path.join(opts.builddir, "bench", "bench-vmm-guarded")
+    need = {"hotplug": "qemu-system-x86_64", "boot": "qemu-system-x86_64", "jvm": "java",
+            "guarded": guarded, "guarded-nothp": guarded}
     cases = [c for c in cases if shutil.which(need[c]) or print("vmm: %s skipped: no %s" % (c, need[c]))]
     tmp = tempfile.mkdtemp(prefix="pz-vmm-")
     results = {c: {a: [] for a in allocs} for c in cases}
@@ -223,7 +255,8 @@ def main():
     print()
     for c in cases:
         print("== %s (%s, %d rounds%s) ==" % (c, opts.size_label, opts.reps,
-                                                ", warm-up %g s" % opts.warm if c == "hotplug" else ""))
+                                                ", warm-up %g s" % opts.warm if c in ("hotplug", "guarded",
+                                                                                   "guarded-nothp") else ""))
         base = statistics.median(r["time"] for r in results[c]["glibc"]) if "glibc" in allocs else None
         print("%-9s %9s  %-17s %8s %10s %12s" % ("allocator", "median s", "range s", "x glibc", "RSS MiB",
                                                  "from pool"))
