@@ -28,16 +28,29 @@ static PZ_NOINLINE void *alloc_big(size_t size, bool zero) {
   return p ? p : oom();
 }
 
-void *pz_malloc(size_t size) {
-  if (PZ_LIKELY(size <= PZ_SMALL_MAX)) return pz_small_alloc(size, false); /* NULL: ENOMEM said */
+/* Small sizes above 1024 B: their class is computed, not looked up (the
+ * fast path for the rest tests one bound, not two). */
+static PZ_NOINLINE void *malloc_upper(size_t size) {
+  if (size <= 1024) __builtin_unreachable();
+  if (PZ_LIKELY(size <= PZ_SMALL_MAX)) return pz_small_alloc(size, false);
   return alloc_big(size, false);
+}
+static PZ_NOINLINE void *calloc_upper(size_t size) {
+  if (size <= 1024) __builtin_unreachable();
+  if (PZ_LIKELY(size <= PZ_SMALL_MAX)) return pz_small_alloc(size, true);
+  return alloc_big(size, true);
+}
+
+void *pz_malloc(size_t size) {
+  if (PZ_LIKELY(size <= 1024)) return pz_small_alloc(size, false); /* NULL: ENOMEM said */
+  return malloc_upper(size);
 }
 
 void *pz_calloc(size_t n, size_t size) {
   size_t total;
   if (PZ_UNLIKELY(__builtin_mul_overflow(n, size, &total))) return oom();
-  if (PZ_LIKELY(total <= PZ_SMALL_MAX)) return pz_small_alloc(total, true);
-  return alloc_big(total, true);
+  if (PZ_LIKELY(total <= 1024)) return pz_small_alloc(total, true);
+  return calloc_upper(total);
 }
 
 /* Validate p and tell what it is. Aborts on a pointer we did not return. */
