@@ -91,7 +91,10 @@ size_t pz_usable_size(const void *p) {
     pz_page *pg = pz_small_page_of(pz_chunk_of(p), p);
     if (!pg) return 0;
     pz_block *b = (pz_block *)p; /* freed: 0, as glibc answers for a chunk not in use */
-    if (pz_block_index(pg, p) >= 0 && (b->key | 2) == pz_xc_key && pz_small_is_free(pz_tls_heap, pg, b)) return 0;
+    if (PZ_LIKELY(pz_block_index(pg, p) >= 0)) { /* a block's start: all of it (no division) */
+      if ((b->key | 2) == pz_xc_key && pz_small_is_free(pz_tls_heap, pg, b)) return 0;
+      return pg->block_size;
+    }
     return pg->block_size - (size_t)((const char *)p - pg->start) % pg->block_size;
   }
   if ((e & 15) == PZ_MK_LARGE && ((uintptr_t)p & PZ_CHUNK_MASK) == 0) return pz_large_usable(p);
