@@ -12,7 +12,8 @@ also needs matplotlib).
                          [--prezero PATH] [--markdown out.md]
                          [--raw runs.jsonl] [--plot first-touch.png]
 
---only also takes group names (GROUPS below: randrep, real-heap).
+--only also takes group names (GROUPS below: randrep, real-heap,
+real-programs).
 
 --plot needs matplotlib (Debian: apt-get install python3-matplotlib, then
 run with /usr/bin/python3); it is imported only when asked for.
@@ -64,10 +65,23 @@ class Case:
     env maps an allocator name to extra environment variables for that
     allocator's runs of this case only, e.g. {"prezero":
     {"PREZERO_POOL_MIN": "2G"}}; they override the caller's environment.
+
+    The real programs (REAL_PROGRAMS) use a few more: exe may be an absolute
+    path (a system program rather than one in BUILDDIR/bench); "{tmp}" and
+    "{real}" in args stand for the harness's temporary directory and
+    bench/real; time_field names an ok-line field in microseconds that is
+    the result instead of the process wall time, rss_field one in KiB that
+    is the peak RSS instead of the process's (redis: the server's numbers,
+    not the driver's); preload="driver" starts the program without
+    LD_PRELOAD and passes the library in $PZ_BENCH_PRELOAD instead, for a
+    driver that preloads only the process it measures; rates lists
+    (column header, ok-line field, divisor) of throughputs to show as extra
+    columns (medians); expect is the checksum every run must print.
     """
 
     def __init__(self, workload, label, exe, args, metric="time",
-                 allocators=None, info=None, env=None):
+                 allocators=None, info=None, env=None, time_field=None,
+                 rss_field=None, preload="env", rates=None, expect=None):
         self.workload = workload
         self.label = label
         self.exe = exe
@@ -76,6 +90,11 @@ class Case:
         self.allocators = allocators  # None: all
         self.info = info or {}
         self.env = env or {}
+        self.time_field = time_field
+        self.rss_field = rss_field
+        self.preload = preload
+        self.rates = rates or []
+        self.expect = expect
 
     def env_for(self, alloc):
         # a --baseline build runs as prezero does
@@ -157,15 +176,75 @@ REAL_HEAP += [
 ]
 SIMPLE += REAL_HEAP
 
+# Real programs (the real-programs issue): Debian's redis-server, sqlite3,
+# python3 and g++ run under each allocator, each run a few seconds, their
+# output checked.  name -> (exe, default args, --quick args, Case options).
+# The files they run are in bench/real/ (see bench/README.md).
+REAL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "real")
+SYS_PYTHON = "/usr/bin/python3"  # Debian's, not a pyenv shim
+REAL_PROGRAMS = [
+    # redis-server under the allocator, driven by redis-benchmark (never
+    # preloaded) over a unix socket: SET, GET, LPUSH of 32-byte values,
+    # pipelined by 16, two passes; the result is requests / best rate
+    # summed over the tests.
+    ("redis", SYS_PYTHON,
+     ["{real}/redis_bench.py", "requests=500000", "passes=2", "pipeline=16",
+      "clients=50", "size=32", "keys=100000"],
+     ["{real}/redis_bench.py", "requests=200000", "passes=2", "pipeline=16",
+      "clients=50", "size=32", "keys=100000"],
+     dict(preload="driver", time_field="bench_us", rss_field="hwm_kib",
+          rates=[("SET kreq/s", "set_rps", 1e3), ("GET kreq/s", "get_rps", 1e3),
+                 ("LPUSH kreq/s", "lpush_rps", 1e3)])),
+    # sqlite3 CLI on an in-memory database: 300k + 60k rows, indexes,
+    # joins, GROUP BYs, a window function, updates, deletes.
+    ("sqlite", "/usr/bin/sqlite3",
+     ["-batch", "-bail", ":memory:", ".read {real}/sqlite.sql"],
+     ["-batch", "-bail", ":memory:", ".read {real}/sqlite.sql"],
+     dict(expect="28c5db485f4ac823")),
+    # Debian's python3 on an allocation-heavy script (dicts, lists,
+    # strings, small objects, json); argument: rounds.
+    ("python3", SYS_PYTHON, ["{real}/pyalloc.py", "2"],
+     ["{real}/pyalloc.py", "1"],
+     dict(expect="e6300f93b389ce22")),
+    # g++ -O2 on a template-heavy C++17 unit (std::regex, containers,
+    # variant, streams); every process of the driver (cc1plus, as) runs
+    # under the allocator.  The ok line is the object file's sha256.
+    ("g++", "/bin/sh",
+     ["-c", '/usr/bin/g++ -std=c++17 -O2 -c "$0" -o "$1/cu.o" && '
+      'echo "ok $(sha256sum <"$1/cu.o" | cut -c1-16)"',
+      "{real}/compile-unit.cpp", "{tmp}"],
+     ["-c", '/usr/bin/g++ -std=c++17 -O2 -c "$0" -o "$1/cu.o" && '
+      'echo "ok $(sha256sum <"$1/cu.o" | cut -c1-16)"',
+      "{real}/../cxx-containers.cpp", "{tmp}"],
+     {}),
+]
+
+# The note under each real program's table (what time and peak RSS mean).
+REAL_NOTES = {
+    "redis": "time = requests / rate summed over SET, GET and LPUSH "
+             "(redis-benchmark's rates, the better of 2 passes; lower is "
+             "better), peak RSS = the "
+             "server's VmHWM before shutdown, cpu = server + redis-benchmark "
+             "+ driver; the kreq/s columns are median (min-max) rates; "
+             "Debian's redis-server is linked with libjemalloc, so the glibc "
+             "row (no preload) runs jemalloc too",
+    "sqlite": "time and peak RSS of the sqlite3 process",
+    "python3": "time and peak RSS of /usr/bin/python3",
+    "g++": "time of the whole g++ driver (cc1plus, as), peak RSS = the "
+           "largest of its processes (cc1plus), cpu = all of them",
+}
+
 # --only also takes these group names.
 GROUPS = {
     "randrep": [w[0] for w in REAL_HEAP if w[0].startswith("randrep-")],
     "real-heap": [w[0] for w in REAL_HEAP],
+    "real-programs": [w[0] for w in REAL_PROGRAMS],
 }
 
 # Workloads reported on their own, not in the small-object geometric means:
-# recycle-sparse measures re-zeroing large blocks (the mmap issue's case).
-OUT_OF_GEOMEAN = {"recycle-sparse"}
+# recycle-sparse measures re-zeroing large blocks (the mmap issue's case);
+# the real programs each get their own line too.
+OUT_OF_GEOMEAN = {"recycle-sparse"} | {w[0] for w in REAL_PROGRAMS}
 
 # first-touch: (size, rounds) for default and quick runs.
 FT_SIZES = [(64 * KIB, 2000), (1 * MIB, 500), (16 * MIB, 60),
@@ -194,7 +273,8 @@ VM_GOAL = 10.0  # prezero's create time should be <= glibc's / VM_GOAL
 VM_RAW_THREADS = os.cpu_count() or 2  # the kernel's best: raw populate threads
 
 WORKLOAD_NAMES = ([w[0] for w in SIMPLE] +
-                  ["first-touch", "largepages", "vm-create", "vm-create-mmap"])
+                  ["first-touch", "largepages", "vm-create", "vm-create-mmap"] +
+                  [w[0] for w in REAL_PROGRAMS])
 
 
 def build_cases(quick):
@@ -202,6 +282,12 @@ def build_cases(quick):
     for name, exe, dflt, qk in SIMPLE:
         args = qk if quick else dflt
         cases[name] = [Case(name, name, exe, list(args))]
+    for name, exe, dflt, qk, kw in REAL_PROGRAMS:
+        args = qk if quick else dflt
+        kw = dict(kw)
+        if quick:
+            kw.pop("expect", None)  # the known checksums are the default run's
+        cases[name] = [Case(name, name, exe, list(args), **kw)]
     ft = []
     sizes = FT_SIZES_QUICK if quick else FT_SIZES
     idle = FT_IDLE_SIZES_QUICK if quick else FT_IDLE_SIZES
@@ -335,6 +421,36 @@ def _wait_with_timeout(pid, timeout):
     finally:
         timer.cancel()
     return status, ru, bool(expired)
+
+
+def take_fields(case, res):
+    """Real programs: the result time and peak RSS from the ok line, if the
+    case names them (the process's own are kept in proc_wall/proc_rss_kib);
+    a missing field or a wrong checksum fails the run."""
+    res.proc_wall, res.proc_rss_kib = res.wall, res.rss_kib
+    if not res.ok:
+        return
+    if case.expect is not None and res.checksum != case.expect:
+        res.ok = False
+        res.error = "checksum %s, expected %s" % (res.checksum, case.expect)
+        return
+    for attr, field, scale in (("wall", case.time_field, 1e-6),
+                               ("rss_kib", case.rss_field, 1)):
+        if not field:
+            continue
+        try:
+            setattr(res, attr, int(res.fields[field]) * scale)
+        except (KeyError, ValueError):
+            res.ok = False
+            res.error = "no %s= in the ok line" % field
+            return
+    for _, field, _ in case.rates:
+        try:
+            float(res.fields[field])
+        except (KeyError, ValueError):
+            res.ok = False
+            res.error = "no %s= in the ok line" % field
+            return
 
 
 def run_once(exe, args, preload, env, launcher, timeout, tmpdir):
@@ -644,10 +760,14 @@ def main():
         for name in names:
             cases = all_cases[name]
             for case in cases:
-                exe = os.path.join(benchdir, case.exe)
+                exe = os.path.join(benchdir, case.exe)  # absolute exe: as is
                 if not os.access(exe, os.X_OK):
-                    print("note: skipping %s: %s not built" % (case.label, exe))
+                    print("note: skipping %s: %s not %s" % (
+                        case.label, exe, "installed" if os.path.isabs(case.exe)
+                        else "built"))
                     continue
+                args = [x.replace("{tmp}", tmpdir).replace("{real}", REAL_DIR)
+                        for x in case.args]
                 allocs = [a for a in allocators
                           if case.allocators is None or a in case.allocators
                           or (a == BASELINE and "prezero" in case.allocators)]
@@ -662,11 +782,17 @@ def main():
                     order = allocs[r % len(allocs):] + allocs[:r % len(allocs)]
                     for a in order:
                         run_env = env
-                        if case.env_for(a):
+                        preload = libs[a]
+                        if case.env_for(a) or case.preload == "driver":
                             run_env = dict(env)
                             run_env.update(case.env_for(a))
-                        res = run_once(exe, case.args, libs[a], run_env,
+                        if case.preload == "driver":
+                            # the driver preloads the process it measures
+                            run_env["PZ_BENCH_PRELOAD"] = preload or ""
+                            preload = None
+                        res = run_once(exe, args, preload, run_env,
                                        launcher, opts.timeout, tmpdir)
+                        take_fields(case, res)
                         runs[a].append(res)
                         sys.stdout.write("." if res.ok else "F")
                         sys.stdout.flush()
@@ -697,6 +823,8 @@ def main():
                                 "allocator": a, "rep": r, "ok": res.ok,
                                 "error": res.error, "wall_s": res.wall,
                                 "cpu_s": res.cpu, "rss_kib": res.rss_kib,
+                                "proc_wall_s": getattr(res, "proc_wall", None),
+                                "proc_rss_kib": getattr(res, "proc_rss_kib", None),
                                 "checksum": res.checksum,
                                 "fields": res.fields}) + "\n")
                     raw.flush()
@@ -747,6 +875,9 @@ def main():
                 stats = {}
                 ops = {}    # alloc -> operations per run (ok line's ops=)
                 xfree = {}  # alloc -> per-mille cross-thread frees per run
+                real = name in GROUPS["real-programs"]
+                rss_range = {}  # alloc -> (min, max) peak RSS KiB
+                rates = {}  # (alloc, field) -> (median, min, max)
                 for a in allocs:
                     good = [x for x in runs[a] if x.ok]
                     if not good or len(good) != len(runs[a]):
@@ -756,6 +887,11 @@ def main():
                                 median([x.rss_kib for x in good]),
                                 min(walls), max(walls))
                     med[a] = stats[a][0]
+                    rss_range[a] = (min(x.rss_kib for x in good),
+                                    max(x.rss_kib for x in good))
+                    for _, field, div in case.rates:
+                        vals = [float(x.fields[field]) / div for x in good]
+                        rates[(a, field)] = (median(vals), min(vals), max(vals))
                     if all("ops" in x.fields for x in good):
                         ops[a] = median([int(x.fields["ops"]) for x in good])
                     if all("xfree" in x.fields for x in good):
@@ -778,6 +914,13 @@ def main():
                         # throughput: the program's count over the process wall time
                         rows[-1].append("%.1f" % (ops[a] / t / 1e6)
                                         if a in ops and t > 0 else "-")
+                    if real:  # ranges, and the program's own rates
+                        rows[-1].append("%.3f-%.3f" % (lo, hi))
+                        rows[-1].append("%.1f-%.1f" % (rss_range[a][0] / 1024.0,
+                                                       rss_range[a][1] / 1024.0))
+                        for _, field, _ in case.rates:
+                            m, rlo, rhi = rates[(a, field)]
+                            rows[-1].append("%.0f (%.0f-%.0f)" % (m, rlo, rhi))
                 if name in OUT_OF_GEOMEAN:  # its own line in "prezero vs best peer"
                     summary_extra[name] = med
                 else:
@@ -794,6 +937,11 @@ def main():
                     note = (note + "; " if note else "") + (
                         "Mops/s = operations (the program's ops=) / median "
                         "wall time")
+                if real:
+                    headers += ["time min-max", "RSS min-max"]
+                    headers += [h for h, _, _ in case.rates]
+                    note = (note + "; " if note else "") + (
+                        "real program: %s" % REAL_NOTES.get(name, ""))
                 if xfree:
                     xs = [v for a in allocs for v in xfree.get(a, [])]
                     note = (note + "; " if note else "") + (
@@ -801,7 +949,9 @@ def main():
                         "(all runs)" % (min(xs) / 10.0, max(xs) / 10.0))
                 for row in rows:  # FAIL rows
                     row.extend([""] * (len(headers) - len(row)))
-                rep.table("%s (%s)" % (name, " ".join(case.args)),
+                rep.table("%s (%s)" % (name, " ".join(
+                    a.replace(tmpdir, "TMP").replace(REAL_DIR, "bench/real")
+                    for a in args) if real else " ".join(case.args)),
                           headers, rows, note=note)
 
         if ft_cases:
@@ -875,7 +1025,8 @@ def report_summary(rep, summary_time, summary_rss, ft_cases, ft_results,
                    allocators, extra=None):
     rows = []
     workloads = list(summary_time)
-    for a in allocators:
+    # nothing for the geometric means (e.g. --only real-programs): no table
+    for a in (allocators if workloads or ft_cases else []):
         tr = [summary_time[w][a] / summary_time[w]["glibc"] for w in workloads
               if a in summary_time[w] and "glibc" in summary_time[w]]
         rr = [summary_rss[w][a] / summary_rss[w]["glibc"] for w in workloads
@@ -896,13 +1047,15 @@ def report_summary(rep, summary_time, summary_rss, ft_cases, ft_results,
         rows.append([a, fmt_ratio(geomean(tr)), fmt_ratio(geomean(rr)),
                      fmt_ratio(geomean(bp)), fmt_ratio(g_ft),
                      "%d" % len(tr)])
-    rep.table("summary (geometric means; < 1 is better)",
-              ["allocator", "time x glibc", "peak RSS x glibc",
-               "time x best peer", "first-touch x glibc", "workloads"], rows,
-              note="time ratios use the median wall time per workload; "
-                   "first-touch ratios use the median ns per round of each "
-                   "touch/full case; best peer = fastest of %s per workload"
-                   % "/".join(PEERS))
+    if rows:
+        rep.table("summary (geometric means; < 1 is better)",
+                  ["allocator", "time x glibc", "peak RSS x glibc",
+                   "time x best peer", "first-touch x glibc", "workloads"],
+                  rows,
+                  note="time ratios use the median wall time per workload; "
+                       "first-touch ratios use the median ns per round of "
+                       "each touch/full case; best peer = fastest of %s per "
+                       "workload" % "/".join(PEERS))
 
     extra = extra or {}
     if "prezero" in allocators and (workloads or extra):
