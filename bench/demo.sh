@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # prezero demo: build the library, then run a real program (python3 building
-# 64 MiB zeroed frames) and a calloc + first-touch loop with glibc's malloc
-# and with prezero, side by side. Installs missing Debian packages when run
-# as root. Usage: bash bench/demo.sh
+# 64 MiB zeroed frames), a calloc + first-touch loop and a real VMM (QEMU
+# hot-adding 2 GiB of guest RAM with prealloc=on) with glibc's malloc and
+# with prezero, side by side. Installs missing Debian packages when run as
+# root. Usage: bash bench/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/deps.sh
-pz_ensure_packages "${PZ_BUILD_PKGS[@]}" python3
+pz_ensure_packages "${PZ_BUILD_PKGS[@]}" python3 "${PZ_VMM_PKGS[@]}"
 
 builddir=${PREZERO_BUILDDIR:-build}
 [ -f "$builddir/build.ninja" ] || meson setup "$builddir" >/dev/null
@@ -26,6 +27,13 @@ if [ -x "$ft" ]; then
   echo "-- C: calloc 256 MiB, write every page, free (20 rounds)"
   printf '%-8s ' glibc;   "$ft" size=256M rounds=20 mode=touch | sed 's/^ok [^ ]* //'
   printf '%-8s ' prezero; LD_PRELOAD=$lib "$ft" size=256M rounds=20 mode=touch | sed 's/^ok [^ ]* //'
+fi
+if command -v qemu-system-x86_64 >/dev/null; then
+  echo
+  echo "-- QEMU (stopped, driven over QMP): hot-add 2 GiB of guest RAM with prealloc=on, 8 s after start"
+  echo "   (prezero: PREZERO_POOL_MIN=2G, the guest size, so its workers prepare it meanwhile)"
+  "$py" bench/vmm.py --builddir "$builddir" --only hotplug --size 2G --reps 1 --allocators glibc,prezero |
+    grep -E "^vmm: round" | sed 's/^vmm: round 1 hotplug  //'
 fi
 echo
 echo "What prezero did for python3 (PREZERO_STATS=1):"

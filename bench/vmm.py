@@ -38,8 +38,10 @@ median and the range of each:
            --vcpus threads touch their parts in order, one write per 4 KiB
            page, no preallocation.  The touch is timed.
 
-Needs qemu-system-x86 and openjdk-17-jre-headless (test/deps.sh installs
-them as root).  Standard library only:
+Needs qemu-system-x86 (bench/demo.sh installs it as root: PZ_VMM_PKGS in
+test/deps.sh) and, for jvm, openjdk-17-jre-headless (apt-get install it);
+a case whose program is missing is skipped with a line saying so.
+Standard library only:
 
     /usr/bin/python3 bench/vmm.py --builddir build [--reps 3] [--size 4G]
         [--warm 8] [--vcpus 2] [--only hotplug,boot,jvm,guarded,guarded-nothp]

@@ -24,3 +24,5 @@ pz_ensure_packages() {
 PZ_BUILD_PKGS=(gcc g++ pkg-config meson ninja-build libcmocka-dev libnuma-dev liburcu-dev)
 PZ_PROGRAM_PKGS=(python3 git make sqlite3 coreutils xz-utils redis-server libpython3.11-testsuite clang libclang-rt-14-dev)
 PZ_PEER_PKGS=(libjemalloc2 libgoogle-perftools4 libmimalloc2.0)
+# bench/vmm.py's real VMM (the demo's hotplug) and runtime (its jvm case, installed by hand).
+PZ_VMM_PKGS=(qemu-system-x86)
