@@ -75,8 +75,8 @@ struct pz_region {
   uint32_t node;
   uint8_t *state;        /* enum pz_chunk_state per chunk; guarded by the node lock */
   uint32_t *runlen;      /* at a run's head: chunks in the run */
-  uint8_t *nohuge;       /* chunk madvised MADV_NOHUGEPAGE: PZ_NH_ADVISED, or PZ_NH_SMALL when
-                          * that was before its first fault (4 KiB pages) */
+  uint8_t *nohuge;       /* chunk madvised MADV_NOHUGEPAGE: PZ_NH_ADVISED, or PZ_NH_SMALL / PZ_NH_COLD
+                          * when that was before its first fault (4 KiB pages) */
   uint8_t *released;     /* chunk was given back (faulting it in again is counted) */
   uint32_t *idle_since;  /* free chunks: pz_pool_ms() when they became free */
   uint32_t *claim_id;    /* BUSY/TAKEN chunks: the claim that holds them (PZ_CLAIM_POP: pre-faulting) */
@@ -132,7 +132,8 @@ struct pz_claim {
   bool discard;             /* give it back instead (a forked child's inherited chunks) */
   bool release;             /* ... because it was idle (decay, pressure, trim) */
   uint32_t id;              /* set by the pool: completion acts only on chunks still held by it */
-  bool convert;             /* DIRTY chunks on 4 KiB pages (PZ_NH_COLD): give back, fault in a huge page */
+  bool convert;             /* chunks flagged PZ_NH_COLD: READY ones given back, UNTOUCHED ones
+                             * advised again; both faulted in as huge pages */
 };
 #define PZ_CLAIM_POP 0x80000000u  /* in a claim id: pre-faulting (zero memory stays zero) */
 #define PZ_CLAIM_MOVE 0x40000000u /* ... moving its pages out: an allocation may not take it */

@@ -20,9 +20,10 @@
  *                (smaps: AnonHugePages of the mappings holding it is 0);
  *   huge         none counted, and huge pages back it (when the kernel
  *                gives this process huge pages at all: else skipped).
- * The block is freed and another dirtied and freed so the workers run:
- * under auto they measure both page sizes within 5 s (the stats show
- * both fault costs), under small and huge they never measure. The memory
+ * The block is freed and a 192 MiB one dirtied and freed so the workers
+ * run: under auto they measure both page sizes within 5 s (the stats show
+ * both fault costs; only a process holding 128 MiB of chunks is measured
+ * for), under small and huge they never measure. The memory
  * reads as written throughout. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,9 +96,10 @@ int main(int argc, char **argv) {
       break;
     }
   free(m);
-  /* work for the workers: dirty chunks to zero */
-  char *d = malloc(LEN);
-  memset(d, 1, LEN);
+  /* work for the workers: dirty chunks to zero, in a pool big enough to be
+   * measured for (128 MiB and more: the probe's own 4 MiB stay small) */
+  char *volatile d = malloc(3 * LEN); /* volatile: the compiler may not drop the pair */
+  memset(d, 1, 3 * LEN);
   free(d);
   struct prezero_stats c = b;
   for (int i = 0; i < 50; i++) {
