@@ -121,6 +121,8 @@ static void probe_fault_costs(const struct pz_node_pool *np) {
   size_t len = 3 * PZ_CHUNK_SIZE;
   char *m = pz_os.mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) return;
+  /* not for a child forked meanwhile: nobody there would unmap it */
+  pz_os.madvise(m, len, MADV_DONTFORK);
   char *huge = (char *)pz_align_up((uintptr_t)m, PZ_CHUNK_SIZE), *small = huge + PZ_CHUNK_SIZE;
   if (pz_os.madvise(huge, PZ_CHUNK_SIZE, MADV_HUGEPAGE) == 0 &&
       pz_os.madvise(small, PZ_CHUNK_SIZE, MADV_NOHUGEPAGE) == 0) {

@@ -2,6 +2,8 @@
 # Run a program inside a fresh memory cgroup (cgroup v2, or v1's memory
 # controller) with a limit and no swap, below the cgroup this test runs in:
 #   limit.sh PROGRAM [LIMIT_MIB (1024)]   (PROGRAM gets LIMIT_MIB as its argument)
+# With PZ_LIMIT_LATE=1 the program starts outside and is moved in 0.3 s
+# later (a container limited after start): it gets "late" as a second argument.
 # Skips (exit 77) where no cgroup can be made (not root, no memory controller);
 # fails when the program is killed (OOM).
 set -u
@@ -28,8 +30,17 @@ if [ -z "$cg" ]; then
   exit 77
 fi
 trap 'rmdir "$cg" 2>/dev/null' EXIT
-sh -c 'echo $$ > "$1/cgroup.procs" && exec "$2" "$3"' sh "$cg" "$prog" "$limit_mib"
-rc=$?
+if [ "${PZ_LIMIT_LATE:-0}" = 1 ]; then
+  "$prog" "$limit_mib" late &
+  pid=$!
+  sleep 0.3
+  echo $pid > "$cg/cgroup.procs"
+  wait $pid
+  rc=$?
+else
+  sh -c 'echo $$ > "$1/cgroup.procs" && exec "$2" "$3"' sh "$cg" "$prog" "$limit_mib"
+  rc=$?
+fi
 if [ $rc -eq 137 ] || [ $rc -eq 9 ]; then
   echo "limit: FAIL: the program was killed (OOM) under a ${limit_mib} MiB limit"
   exit 1
