@@ -362,6 +362,7 @@ static size_t do_fill_served(struct pending *pd, uintptr_t a, uintptr_t b) {
 }
 
 static void *registrar(void *arg) {
+  pz_thread_name("prezero-uffdreg");
   (void)arg;
   static struct pending pd;
   /* from the last request answered: one may be posted before this thread runs */
@@ -391,6 +392,7 @@ static void *registrar(void *arg) {
 }
 
 static void *reader(void *arg) {
+  pz_thread_name("prezero-uffd");
   (void)arg;
   static struct pending pd;
   /* a descriptor table of our own, holding nothing of the program's */
@@ -404,7 +406,7 @@ static void *reader(void *arg) {
     uffd = fd;
     if (zeros == MAP_FAILED)
       zeros = pz_os.mmap(NULL, PZ_CHUNK_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (pz_thread_spawn(registrar, NULL, 128 << 10, "prezero-uffdreg") == 0) /* shares this thread's table */
+    if (pz_thread_spawn(registrar, NULL, 128 << 10) == 0) /* shares this thread's table */
       state = SVC_RUNNING;
   }
   atomic_store(&svc, state);
@@ -449,7 +451,7 @@ static bool running(void) {
       atomic_store(&svc, SVC_UNUSABLE);
       return false;
     }
-    if (pz_thread_spawn(reader, NULL, 128 << 10, "prezero-uffd") != 0) atomic_store(&svc, SVC_UNUSABLE);
+    if (pz_thread_spawn(reader, NULL, 128 << 10) != 0) atomic_store(&svc, SVC_UNUSABLE);
   }
   while ((s = atomic_load(&svc)) == SVC_STARTING) futex(&svc, FUTEX_WAIT_PRIVATE, SVC_STARTING, NULL);
   return s == SVC_RUNNING;

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #include "os/os.h"
 #include "kabi.h"
@@ -93,7 +94,11 @@ int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void 
   return pthread_create(t, attr, fn, arg);
 }
 
-int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack, const char *name) {
+/* The thread names itself (pz_thread_name): naming it from here opens
+ * /proc/self/task/TID/comm in the calling thread, a descriptor taken in
+ * the middle of a program's malloc, which another of its threads may see
+ * (its open() not getting the lowest free descriptor). */
+int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -103,11 +108,12 @@ int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack, const char *na
   pthread_attr_setstacksize(&attr, stack);
   pthread_t t;
   int rc = pz_thread_create(&t, &attr, fn, arg);
-  if (rc == 0 && name) pthread_setname_np(t, name);
   pthread_attr_destroy(&attr);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;
 }
+
+void pz_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 size_t pz_faults_injected(void) {
   size_t n = 0;

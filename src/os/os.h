@@ -100,7 +100,9 @@ PZ_HIDDEN int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(
 /* One of our threads: detached (never keeps the process alive), every
  * signal blocked (the program's handlers never run on it), `stack` bytes,
  * named (NULL: unnamed). 0 or the error (EAGAIN). */
-PZ_HIDDEN int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack, const char *name);
+PZ_HIDDEN int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack);
+/* The calling thread's name (prctl: no file). */
+PZ_HIDDEN void pz_thread_name(const char *name);
 
 /* ==================================================================== os/zero.c
  * Zeroing with non-temporal stores, chosen by CPU features; populating. */

@@ -90,7 +90,7 @@ static bool start(struct job *j, unsigned helpers, unsigned *started) {
   unsigned n = 0;
   for (unsigned i = 0; i < helpers; i++) {
     atomic_fetch_add(&j->refs, 1);
-    if (pz_thread_spawn(helper, j, 64 * PZ_KiB, NULL) != 0) { /* EAGAIN: fewer helpers, same work */
+    if (pz_thread_spawn(helper, j, 64 * PZ_KiB) != 0) { /* EAGAIN: fewer helpers, same work */
       atomic_fetch_sub(&j->refs, 1);
       break;
     }

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -206,7 +207,20 @@ static void check_limits(struct pz_node_pool *np, size_t *headroom) {
   size_t limit = pz_kernel.cgroup_max < pz_kernel.cgroup_high ? pz_kernel.cgroup_max : pz_kernel.cgroup_high;
   size_t total, avail, room = SIZE_MAX;
   bool pressure = false;
-  pz_probe_memory(&total, &avail);
+  /* No file while sysinfo(2) says half the machine or more is free (its
+   * free + buffers, a lower bound of MemAvailable, is enough then): a
+   * worker's open() takes the lowest free descriptor, which a program that
+   * closes descriptors it does not own (close_range) and opens its own can
+   * see, or lose to the worker (third cold review; the cgroup's usage and a
+   * machine short of memory still need files: doc/design.md) */
+  struct sysinfo si;
+  if (!*pz_opt_path(PZ_OPT_PROC_ROOT) && syscall(SYS_sysinfo, &si) == 0 && si.totalram && si.mem_unit &&
+      ((uint64_t)si.freeram + si.bufferram) * 2 >= si.totalram) {
+    total = (size_t)si.totalram * si.mem_unit;
+    avail = (size_t)(si.freeram + si.bufferram) * si.mem_unit;
+  } else {
+    pz_probe_memory(&total, &avail);
+  }
   if (total && avail) {
     pressure |= avail < total / 16;
     room = avail > total / 8 ? avail - total / 8 : 0;

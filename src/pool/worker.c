@@ -149,6 +149,7 @@ void pz_pool_fault_probe(uint64_t *huge_ns, uint64_t *small_ns) {
 }
 
 static void *worker_main(void *arg) {
+  pz_thread_name("prezero-zero");
   unsigned node = (unsigned)(uintptr_t)arg;
   struct pz_node_pool *np = &pz_nodes[node];
   pz_os_pin_node(node);
@@ -247,7 +248,7 @@ bool pz_workers_start(unsigned node) {
   if (!atomic_compare_exchange_strong(&np->workers, &expect, -1)) return true;
   int started = 0;
   for (long long i = 0; i < pz_opt(PZ_OPT_WORKERS); i++)
-    started += pz_thread_spawn(worker_main, (void *)(uintptr_t)node, 256 * PZ_KiB, "prezero-zero") == 0;
+    started += pz_thread_spawn(worker_main, (void *)(uintptr_t)node, 256 * PZ_KiB) == 0;
   /* -2: could not start (EAGAIN): callers fall back to zeroing inline */
   atomic_store_explicit(&np->workers, started ? started : -2, memory_order_release);
   return started > 0;
