@@ -60,13 +60,7 @@ import sys
 import tempfile
 import time
 
-LIBDIR = "/usr/lib/x86_64-linux-gnu"
-PEER_LIBS = {
-    "glibc": None,
-    "jemalloc": LIBDIR + "/libjemalloc.so.2",
-    "tcmalloc": LIBDIR + "/libtcmalloc_minimal.so.4",
-    "mimalloc": LIBDIR + "/libmimalloc.so.2",
-}
+from run import PEER_LIBS  # the peers' libraries, as the harness preloads them
 
 
 def size_bytes(s):

@@ -180,6 +180,13 @@ PZ_HIDDEN ssize_t pz_probe_read(enum pz_root root, const char *rel, char *buf, s
 PZ_HIDDEN size_t pz_probe_kb_field(const char *text, const char *field);
 /* Now (not cached): MemTotal and MemAvailable in bytes, 0 when unknown. */
 PZ_HIDDEN void pz_probe_memory(size_t *total, size_t *available);
+/* The same without opening a file (sysinfo(2)), when half the machine or
+ * more is free (free + buffers, a lower bound of MemAvailable, is enough
+ * then); false: only /proc/meminfo can tell. For background threads: their
+ * open() takes the lowest free descriptor, which a program that closes
+ * descriptors it does not own (close_range) and opens its own can see, or
+ * lose to them (test dropin-descriptors-reopened). */
+PZ_HIDDEN bool pz_probe_memory_nofile(size_t *total, size_t *available);
 /* Now: the limiting cgroup's usage in bytes, 0 without a limit. */
 PZ_HIDDEN size_t pz_probe_cgroup_usage(void);
 /* Alignment of ranges given back: 2 MiB or the page reporting order's. */

@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "os/os.h"
@@ -317,6 +318,16 @@ bool pz_probe_collapse(void) {
   }
   errno = saved;
   return pz_kernel.collapse;
+}
+
+bool pz_probe_memory_nofile(size_t *total, size_t *available) {
+  struct sysinfo si;
+  if (*pz_opt_path(PZ_OPT_PROC_ROOT) || syscall(SYS_sysinfo, &si) != 0 || !si.totalram || !si.mem_unit ||
+      ((uint64_t)si.freeram + si.bufferram) * 2 < si.totalram)
+    return false;
+  *total = (size_t)si.totalram * si.mem_unit;
+  *available = (size_t)(si.freeram + si.bufferram) * si.mem_unit;
+  return true;
 }
 
 void pz_probe_memory(size_t *total, size_t *available) {

@@ -11,7 +11,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
-#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,60 +57,52 @@ static size_t claim(struct pz_node_pool *np, enum pz_chunk_state s, size_t max, 
   return nr;
 }
 
-/* With the lock held: claim READY chunks on 4 KiB pages (PZ_NH_COLD: they
- * went out fresh when 4 KiB pages faulted faster) that have been free for
- * COLD_CONVERT_MS, for a worker to fault in as huge pages again: what the
- * pool lends to served mmaps, and fewer TLB misses. Not sooner: a program
- * reusing its memory at once gets it back zeroed in place (a huge page's
- * fault can cost 7 ms per 2 MiB on a VM, zeroing 0.1 ms). */
-#define COLD_CONVERT_MS 500
-static size_t claim_cold(struct pz_node_pool *np, uint32_t now, size_t max, struct pz_claim *claims,
-                         size_t nclaims) {
-  size_t got = 0, nr = 0;
-  if (!pool_thp_on()) return 0;
-  for (struct pz_region *r = np->regions; r && got < max && nr < nclaims; r = r->next)
-    for (size_t i = 0; i < r->nchunks && got < max && nr < nclaims; i++) {
-#define COLD_OLD(k)                                                                                \
-  (r->state[k] == PZ_CS_READY && r->nohuge[k] == PZ_NH_COLD && !r->foreign[k] &&                   \
-   (long)(uint32_t)(now - r->idle_since[k]) >= COLD_CONVERT_MS)
-      if (!COLD_OLD(i)) continue;
-      size_t n = 0;
-      uint32_t id = pool_new_claim_id(np, false);
-      while (i + n < r->nchunks && got + n < max && COLD_OLD(i + n)) {
-        pool_claim_chunk(np, r, i + n, id);
-        r->nohuge[i + n] = 0; /* a huge page again: the worker faults it in */
-        n++;
-      }
-#undef COLD_OLD
-      claims[nr++] = (struct pz_claim){r, i, n, PZ_CS_READY, false, false, id, true};
-      got += n;
-      i += n;
-    }
-  return nr;
-}
-
-/* With the lock held: free chunks on 4 KiB pages (PZ_NH_COLD) that have
- * been free for COLD_LAZY_MS become MADV_FREE, so the kernel may take them
- * before anything else (a cgroup limit set after start, another process
- * short of memory): at free they are not (pool_lazyfree), since a write to
- * a clean 4 KiB page costs ~250 ns here and a program that reuses its
- * memory at once would pay it on every page (measured: calloc + touch of
- * 16 MiB in a loop, 0.68 -> 1.93 ms a round). Repeated on every look until
- * they are converted (claim_cold), which is harmless. Returns whether any
- * such chunk is younger than COLD_CONVERT_MS: the worker looks again soon. */
+/* With the lock held: the free chunks on 4 KiB pages (PZ_NH_COLD: they went
+ * out fresh when 4 KiB pages faulted faster), in one look.
+ *  - Free for COLD_LAZY_MS: MADV_FREE, so the kernel may take them before
+ *    anything else (a cgroup limit set after start, another process short
+ *    of memory). Not at free (pool_lazyfree): a write to a clean 4 KiB page
+ *    costs ~250 ns here, and a program reusing its memory at once would pay
+ *    it on every page (calloc + touch of 16 MiB in a loop: 0.68 -> 1.93 ms
+ *    a round). Repeated on every look until converted, which is harmless.
+ *  - READY and free for COLD_CONVERT_MS, when `convert`: claimed (up to max
+ *    chunks) for a worker to fault in as huge pages again: what the pool
+ *    lends to served mmaps, and fewer TLB misses. Not sooner: memory reused
+ *    at once is zeroed in place (a huge page's fault can cost 7 ms per
+ *    2 MiB on a VM, zeroing 0.1 ms).
+ * Returns the claims made; *young: some are younger than COLD_CONVERT_MS
+ * (the worker looks again soon). */
 #define COLD_LAZY_MS 100
-static bool cold_lazyfree(struct pz_node_pool *np, uint32_t now) {
-  bool young = false;
-  if (!pool_thp_on()) return false;
+#define COLD_CONVERT_MS 500
+static size_t cold_chunks(struct pz_node_pool *np, uint32_t now, bool convert, size_t max,
+                          struct pz_claim *claims, size_t nclaims, bool *young) {
+  size_t got = 0, nr = 0;
+  *young = false;
+  if (!pool_thp_on()) return 0;
   for (struct pz_region *r = np->regions; r; r = r->next)
     for (size_t i = 0; i < r->nchunks; i++) {
-      uint8_t st = r->state[i];
-      if ((st != PZ_CS_READY && st != PZ_CS_DIRTY) || r->nohuge[i] != PZ_NH_COLD || r->foreign[i]) continue;
-      long idle = (long)(uint32_t)(now - r->idle_since[i]);
-      young |= idle < COLD_CONVERT_MS;
-      if (idle >= COLD_LAZY_MS) pz_os.madvise(r->base + (i << PZ_CHUNK_SHIFT), PZ_CHUNK_SIZE, MADV_FREE);
+#define IDLE(k) ((long)(uint32_t)(now - r->idle_since[k]))
+#define COLD_FREE(k, st) (r->state[k] == (st) && r->nohuge[k] == PZ_NH_COLD && !r->foreign[k])
+      if (!COLD_FREE(i, PZ_CS_READY) && !COLD_FREE(i, PZ_CS_DIRTY)) continue;
+      if (convert && got < max && nr < nclaims && COLD_FREE(i, PZ_CS_READY) && IDLE(i) >= COLD_CONVERT_MS) {
+        size_t n = 0;
+        uint32_t id = pool_new_claim_id(np, false);
+        while (i + n < r->nchunks && got + n < max && COLD_FREE(i + n, PZ_CS_READY) && IDLE(i + n) >= COLD_CONVERT_MS) {
+          pool_claim_chunk(np, r, i + n, id);
+          r->nohuge[i + n] = 0; /* a huge page again: the worker faults it in */
+          n++;
+        }
+        claims[nr++] = (struct pz_claim){r, i, n, PZ_CS_READY, false, false, id, true};
+        got += n;
+        i += n - 1;
+        continue;
+      }
+      *young |= IDLE(i) < COLD_CONVERT_MS;
+      if (IDLE(i) >= COLD_LAZY_MS) pz_os.madvise(r->base + (i << PZ_CHUNK_SHIFT), PZ_CHUNK_SIZE, MADV_FREE);
+#undef COLD_FREE
+#undef IDLE
     }
-  return young;
+  return nr;
 }
 
 /* PREZERO_POOL_MIN: make room for it as one run and let the workers fill it
@@ -207,20 +198,7 @@ static void check_limits(struct pz_node_pool *np, size_t *headroom) {
   size_t limit = pz_kernel.cgroup_max < pz_kernel.cgroup_high ? pz_kernel.cgroup_max : pz_kernel.cgroup_high;
   size_t total, avail, room = SIZE_MAX;
   bool pressure = false;
-  /* No file while sysinfo(2) says half the machine or more is free (its
-   * free + buffers, a lower bound of MemAvailable, is enough then): a
-   * worker's open() takes the lowest free descriptor, which a program that
-   * closes descriptors it does not own (close_range) and opens its own can
-   * see, or lose to the worker (third cold review; the cgroup's usage and a
-   * machine short of memory still need files: doc/design.md) */
-  struct sysinfo si;
-  if (!*pz_opt_path(PZ_OPT_PROC_ROOT) && syscall(SYS_sysinfo, &si) == 0 && si.totalram && si.mem_unit &&
-      ((uint64_t)si.freeram + si.bufferram) * 2 >= si.totalram) {
-    total = (size_t)si.totalram * si.mem_unit;
-    avail = (size_t)(si.freeram + si.bufferram) * si.mem_unit;
-  } else {
-    pz_probe_memory(&total, &avail);
-  }
+  if (!pz_probe_memory_nofile(&total, &avail)) pz_probe_memory(&total, &avail); /* a worker: no file if it can */
   if (total && avail) {
     pressure |= avail < total / 16;
     room = avail > total / 8 ? avail - total / 8 : 0;
@@ -291,13 +269,12 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
       pthread_mutex_unlock(&np->lock);
       return nr;
     }
-    bool cold_young = cold_lazyfree(np, now);
-    if (!np->pressure && !np->tight) {
-      size_t nr = claim_cold(np, now, (size_t)pz_opt(PZ_OPT_BATCH), claims, nclaims);
-      if (nr) {
-        pthread_mutex_unlock(&np->lock);
-        return nr;
-      }
+    bool cold_young; /* conversions wait while memory is short */
+    size_t nr = cold_chunks(np, now, !np->pressure && !np->tight, (size_t)pz_opt(PZ_OPT_BATCH), claims, nclaims,
+                            &cold_young);
+    if (nr) {
+      pthread_mutex_unlock(&np->lock);
+      return nr;
     }
     /* Memory that will be given back once idle long enough keeps the worker
      * (waking a few times per decay period); without it, it leaves. */

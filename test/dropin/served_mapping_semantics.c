@@ -82,60 +82,13 @@
  *              all present and zero at once, and writable.
  * A hang (the watchdog, 60 s) fails it, saying which sub-case. */
 #include "dropin.h"
+#include "served.h"
 
 #include <setjmp.h>
 
 #ifndef MREMAP_MAYMOVE
 #define MREMAP_MAYMOVE 1
 #endif
-
-static const char *sub = "";
-static int ran, skipped;
-
-#define FAILS(fmt, ...) fail("%s: " fmt, sub, ##__VA_ARGS__)
-
-static void report(char *buf, size_t size) { snprintf(buf, size, "in sub-case \"%s\"", sub); }
-
-/* A fresh mapping of len advised MADV_HUGEPAGE, which prezero must serve;
- * NULL: the sub-case is skipped (said why) or failed. */
-static char *served_map(size_t len, struct served *sv) {
-  served_begin(sv);
-  char *m = anon_map_huge(len);
-  if (!m) {
-    FAILS("mmap(%zu KiB) + madvise(MADV_HUGEPAGE): expected success, got %s", len / KiB, strerror(errno));
-    return NULL;
-  }
-  char what[128];
-  snprintf(what, sizeof what, "%s: the %zu KiB MADV_HUGEPAGE mapping", sub, len / KiB);
-  if (!served_check(what, sv, 1)) {
-    munmap(m, len);
-    skipped++;
-    return NULL;
-  }
-  ran++;
-  return m;
-}
-
-/* The byte the sub-cases write in block b: at page b % 512 of it. */
-static size_t at(size_t b) { return b * HPAGE + (b % 512) * PAGE; }
-static char val(size_t b, char base) { return (char)(base + (char)b); }
-
-static void write_blocks(char *m, size_t first, size_t last, char base) {
-  for (size_t b = first; b <= last; b++) m[at(b)] = val(b, base);
-}
-
-/* Blocks first..last hold their byte (base) and zero at the ends of the
- * block; false after one FAIL line. */
-static bool check_blocks(const char *m, size_t first, size_t last, char base, const char *what) {
-  for (size_t b = first; b <= last; b++) {
-    if (m[at(b)] != val(b, base) || m[b * HPAGE] != (b % 512 ? 0 : val(b, base)) || m[b * HPAGE + HPAGE - 1] != 0) {
-      FAILS("%s: block %zu: expected byte %d at page %zu and 0 at its ends, read %d, %d, %d", what, b, val(b, base),
-            b % 512, m[at(b)], m[b * HPAGE], m[b * HPAGE + HPAGE - 1]);
-      return false;
-    }
-  }
-  return true;
-}
 
 /* Every 4 KiB page of [p, p+len) reads zero at one byte (offset varies). */
 static bool check_zero_pages(const char *p, size_t len, const char *what) {
@@ -147,42 +100,10 @@ static bool check_zero_pages(const char *p, size_t len, const char *what) {
   return !bad;
 }
 
-/* Every byte of [p, p+len) is zero. */
-static size_t nonzero_bytes(const char *p, size_t len) {
-  size_t n = 0;
-  const uint64_t *q = (const uint64_t *)p;
-  for (size_t i = 0; i < len / 8; i++)
-    if (q[i])
-      for (int k = 0; k < 8; k++) n += ((const char *)&q[i])[k] != 0;
-  return n;
-}
-
 /* Whether [p, p+len) is unmapped (mincore fails with ENOMEM). */
 static bool unmapped(void *p, size_t len) {
   static unsigned char vec[16 * MiB / PAGE];
   return mincore(p, len, vec) != 0 && errno == ENOMEM;
-}
-
-/* A write to p gets SIGSEGV, in this process (a handler jumps back). */
-static sigjmp_buf segv_jmp;
-static void on_segv(int sig) {
-  (void)sig;
-  siglongjmp(segv_jmp, 1);
-}
-static bool write_faults_here(volatile char *p) {
-  struct sigaction sa, old;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_segv;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_NODEFER;
-  sigaction(SIGSEGV, &sa, &old);
-  bool faulted = true;
-  if (!sigsetjmp(segv_jmp, 1)) {
-    *p = 1;
-    faulted = false;
-  }
-  sigaction(SIGSEGV, &old, NULL);
-  return faulted;
 }
 
 /* ... and in a forked child (the wait status). */
@@ -372,9 +293,9 @@ static void protect(void) {
   if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV)
     FAILS("a write to a never-touched page of the PROT_READ mapping in a child: expected SIGSEGV, got %s",
           wait_desc(st));
-  if (!write_faults_here(fresh))
+  if (!access_faults(fresh, true))
     FAILS("a write to a never-touched page of the PROT_READ mapping: expected SIGSEGV, the write went through");
-  if (!write_faults_here(written))
+  if (!access_faults(written, true))
     FAILS("a write to a written page of the PROT_READ mapping: expected SIGSEGV, the write went through");
   if (*written != val(4, 1) || *fresh != 0)
     FAILS("after the faulting writes: expected %d and 0, read %d and %d", val(4, 1), *written, *fresh);
@@ -580,8 +501,8 @@ static void reservation(bool noreserve) {
   for (size_t b = 1; b < len / HPAGE; b += 2) check_zero_pages(g + b * HPAGE, HPAGE, "an odd block, first read");
   for (size_t b = 1; b < len / HPAGE; b += 2) g[at(b)] = val(b, 1);
   check_blocks(g, 0, len / HPAGE - 1, 1, "the MAP_FIXED mapping written");
-  if (!write_faults_here(r + PAGE)) FAILS("a write to the PROT_NONE reservation below: expected SIGSEGV, it went through");
-  if (!write_faults_here(g + len)) FAILS("a write to the PROT_NONE reservation above: expected SIGSEGV, it went through");
+  if (!access_faults(r + PAGE, true)) FAILS("a write to the PROT_NONE reservation below: expected SIGSEGV, it went through");
+  if (!access_faults(g + len, true)) FAILS("a write to the PROT_NONE reservation above: expected SIGSEGV, it went through");
   served_note(sub, &sv);
   munmap(r, rlen);
 }
