@@ -53,7 +53,8 @@ unsigned pz_class_slices(unsigned cls) {
 }
 
 static pz_page empty_page; /* free == NULL: every fast path falls through */
-pz_heap pz_heap_empty = {.pages = {[0 ... PZ_NCLASSES - 1] = &empty_page}};
+pz_heap pz_heap_empty = {.pages = {[0 ... PZ_NCLASSES - 1] = &empty_page},
+                         .tc16 = {[0 ... 64] = &pz_heap_empty.tc_top[0]}}; /* NULL == NULL: empty */
 __thread pz_heap *pz_tls_heap __attribute__((tls_model("initial-exec"))) = &pz_heap_empty;
 uintptr_t pz_free_key;
 uintptr_t pz_xc_key;
@@ -396,6 +397,7 @@ static inline void *page_pop(pz_heap *h, pz_page *pg, bool zero) {
   if (PZ_DEBUG && !pg->free_is_zero) pz_debug_check_poison(b, pg->block_size);
   pg->free = pz_link_next(pg, b);
   pg->used++;
+  h->stats.malloc_calls++;
   return pz_block_hand_out(h, b, pg->block_size, zero, pg->free_is_zero);
 }
 
@@ -616,6 +618,7 @@ void *pz_small_alloc_xc(pz_heap *h, unsigned cls, bool zero) {
   pz_block *b = h->xc[cls][--h->xc_n[cls]];
   h->xc_total--;
   h->xc_lent[pz_xc_hash(b)] = (uintptr_t)b;
+  h->stats.malloc_calls++;
   if (PZ_DEBUG) pz_debug_check_poison(b, pz_class_size[cls]);
   return pz_block_hand_out(h, b, pz_class_size[cls], zero, false);
 }
@@ -633,14 +636,50 @@ void pz_small_free_invalid(const void *p) {
   pz_bad_pointer("free", "invalid pointer (not the start of a block in use)", p);
 }
 
-void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
-  switch (why) {
-  case PZ_FREE_EMPTY:
-    /* keep the front page of a class queue: alloc/free ping-pong stays cheap */
+/* b, a block of h's own page pg, goes to the page's local_free; the page
+ * leaves the full list, or retires when it has no block out (but the front
+ * page of a class queue stays: alloc/free ping-pong stays cheap). */
+static void free_local(pz_heap *h, pz_page *pg, pz_block *b) {
+  b->key = pz_free_key;
+  b->link = pz_link_encode(b, pg->local_free);
+  pg->local_free = b;
+  if (--pg->used == 0) {
     if (pg->in_full || h->pages[pg->cls] != pg) page_retire(h, pg);
-    return;
-  case PZ_FREE_UNFULL:
+  } else if (pg->in_full) {
     page_unfull(h, pg, pg->reserved >= 64);
+  }
+}
+
+/* The oldest n blocks of tc[cls] go to their pages. */
+static void tc_drain(pz_heap *h, unsigned cls, size_t n) {
+  pz_block **base = h->tc_base[cls], **top = h->tc_top[cls];
+  h->tc_top[cls] = base; /* a page retiring below must not find blocks here */
+  h->stats.free_calls += n;
+  for (size_t i = 0; i < n; i++) free_local(h, pz_small_page_of(pz_chunk_of(base[i]), base[i]), base[i]);
+  memmove(base, base + n, (size_t)(top - base - (ptrdiff_t)n) * sizeof *base);
+  h->tc_top[cls] = top - n;
+}
+
+static void tc_flush(pz_heap *h) {
+  for (unsigned cls = 0; cls < PZ_XC_CLASSES; cls++) tc_drain(h, cls, (size_t)(h->tc_top[cls] - h->tc_base[cls]));
+}
+
+void pz_heap_flush_tc(void) {
+  if (pz_tls_heap != &pz_heap_empty) tc_flush(pz_tls_heap);
+}
+
+void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
+  if (why == PZ_FREE_LOCAL) { /* the class's tc is full, or it has none */
+    unsigned cls = pg->cls;
+    if (h->tc_end[cls] == h->tc_base[cls]) {
+      h->stats.free_calls++;
+      free_local(h, pg, b);
+      return;
+    }
+    size_t n = (size_t)(h->tc_top[cls] - h->tc_base[cls]);
+    tc_drain(h, cls, (n + 1) / 2);
+    b->key = pz_xc_key;
+    *h->tc_top[cls]++ = b;
     return;
   }
   if (h != &pz_heap_empty) { /* a thread that never allocated has no xc */
@@ -686,6 +725,12 @@ pz_heap *pz_heap_get(void) {
     h = pz_meta_alloc(sizeof *h);
     if (h) {
       for (unsigned i = 0; i < PZ_NCLASSES; i++) h->pages[i] = &empty_page;
+      for (unsigned i = 0; i <= 64; i++) h->tc16[i] = &h->tc_top[pz_class_of16[i]];
+      for (unsigned i = 0; i < PZ_XC_CLASSES; i++) {
+        size_t n = PZ_TC_BYTES / pz_class_size[i];
+        h->tc_top[i] = h->tc_base[i] = h->tc[i];
+        h->tc_end[i] = h->tc[i] + (n > PZ_TC_MAX ? PZ_TC_MAX : n);
+      }
       h->next_all = heaps_all;
       heaps_all = h;
       heaps_made++;
@@ -703,6 +748,7 @@ pz_heap *pz_heap_get(void) {
 
 /* Retire every page with no block out; return empty chunks to the pool. */
 static void heap_collect(pz_heap *h) {
+  tc_flush(h);
   xc_flush(h);
   drain_delayed(h);
   if (PZ_UNLIKELY(pz_test_hook != NULL)) pz_test_hook(PZ_HOOK_HEAP_COLLECT);
@@ -779,6 +825,13 @@ bool pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_
     size_t *dst = (size_t *)sum;
     for (size_t i = 0; i < sizeof *sum / sizeof(size_t); i++)
       dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    size_t tc_bytes = 0; /* blocks in tc: freed, though used in their pages */
+    for (unsigned cls = 0; cls < PZ_XC_CLASSES; cls++) {
+      ptrdiff_t n = __atomic_load_n(&h->tc_top[cls], __ATOMIC_RELAXED) - h->tc_base[cls];
+      if (n <= 0 || n > PZ_TC_MAX) continue;
+      sum->free_calls += (size_t)n;
+      tc_bytes += (size_t)n * pz_class_size[cls];
+    }
     /* the owner may be releasing a chunk: take its list lock, or skip this
      * heap (a heap orphaned by fork may hold it forever) */
     int tries = 0;
@@ -792,9 +845,12 @@ bool pz_heaps_stats(struct pz_heap_stats *sum, size_t *used_bytes, size_t *page_
         *page_bytes += (size_t)pg->nslices << PZ_SLICE_SHIFT;
         *used_bytes += (size_t)__atomic_load_n(&pg->used, __ATOMIC_RELAXED) * pg->block_size;
       }
+    *used_bytes -= tc_bytes < *used_bytes ? tc_bytes : *used_bytes;
     atomic_flag_clear_explicit(&h->chunks_lock, memory_order_release);
   }
   pthread_mutex_unlock(&heaps_lock);
+  sum->malloc_calls += sum->tc_reused;
+  sum->free_calls += sum->tc_reused;
   return true;
 }
 

@@ -74,10 +74,15 @@ typedef struct pz_chunk {
 #define PZ_CHUNK_MAGIC 0x707a6368u
 _Static_assert(sizeof(pz_chunk) <= PZ_SLICE_SIZE, "the chunk header must fit in slice 0");
 
+/* Per-heap counters; pz_heaps_stats gives totals. Per heap, the fast
+ * paths count only tc_reused (mallocs from tc): malloc_calls counts the
+ * other mallocs, free_calls the owner's frees that reached a page (at
+ * once, or later from tc); frees into tc are the blocks that left it
+ * (tc_reused, free_calls) plus the ones still there. */
 struct pz_heap_stats {
   size_t malloc_calls, free_calls, calloc_calls, realloc_calls;
   size_t calloc_skipped_bytes, calloc_zeroed_bytes;
-  size_t remote_frees;
+  size_t remote_frees, tc_reused;
 };
 
 /* xc: blocks this thread freed whose pages other heaps own, kept in a
@@ -99,11 +104,33 @@ struct pz_heap_stats {
 #define PZ_XC_BYTES 8192
 #define PZ_XC_TOTAL 64 /* blocks in all classes: what an idle thread pins */
 #define PZ_XC_LENT_BITS 8
+#define PZ_TC_MAX 128
+#define PZ_TC_BYTES 16384
 static inline unsigned pz_xc_hash(const void *b) {
   return (unsigned)(((uintptr_t)b >> 4) * 0x9e3779b97f4a7c15u >> (64 - PZ_XC_LENT_BITS));
 }
 
+/* tc: the thread cache, a per-class stack of blocks of this heap's own
+ * pages that the thread freed, handed out again by its next malloc of the
+ * class (last freed, first out). Under a heap larger than the caches, the
+ * block just freed is still in this core's cache where the page free list's
+ * next block is not (measured: random replacement over 4 MiB, 0.9 cache
+ * misses per malloc that way). An array, not a list through the blocks: a
+ * pop reads nothing the program can overwrite, so it needs no link check.
+ * Blocks in tc carry pz_xc_key and count as used in their pages. A class
+ * keeps at most PZ_TC_BYTES (PZ_TC_MAX blocks; 16 KiB against 8 measured
+ * 3-4% faster at 4 and 16 MiB); when it is full, its older half goes to
+ * the pages. Classes from PZ_XC_CLASSES up (and medium spans,
+ * class PZ_NCLASSES) have none: top = base = end (NULL in pz_heap_empty,
+ * so that both paths fall through). */
 typedef struct pz_heap {
+  pz_block **tc_top[PZ_NCLASSES + 1];  /* next free slot of tc[cls] */
+  pz_block **tc_base[PZ_NCLASSES + 1]; /* tc[cls]: empty at top == base */
+  pz_block **tc_end[PZ_NCLASSES + 1];  /* full at top == end */
+  /* &tc_top[class of sizes up to 16 * i] for i <= 64: malloc's one load
+   * from a size to its tc (the class table and an address computation
+   * cost three instructions more) */
+  pz_block ***tc16[65];
   pz_page *pages[PZ_NCLASSES];   /* head of each class queue (never NULL) */
   pz_page *tails[PZ_NCLASSES];   /* last page of each class queue (NULL when empty) */
   uint8_t xc_n[PZ_NCLASSES];     /* blocks in xc[cls] (0 from PZ_XC_CLASSES up) */
@@ -119,6 +146,7 @@ typedef struct pz_heap {
   pz_block *xc[PZ_XC_CLASSES][PZ_XC_MAX]; /* remotely owned blocks freed here */
   unsigned xc_total;              /* blocks in all of xc */
   uintptr_t xc_lent[1 << PZ_XC_LENT_BITS]; /* blocks malloc took from xc */
+  pz_block *tc[PZ_XC_CLASSES][PZ_TC_MAX];
 } pz_heap;
 
 PZ_HIDDEN extern __thread pz_heap *pz_tls_heap;
@@ -157,15 +185,21 @@ PZ_HIDDEN bool pz_small_grow_medium(pz_page *pg, size_t size); /* in place, owne
 static inline pz_chunk *pz_chunk_of(const void *p) {
   return (pz_chunk *)((uintptr_t)p & ~(uintptr_t)PZ_CHUNK_MASK);
 }
-/* NULL: invalid. Slice 0 holds the header: its descriptor, pages[0], is
- * never a page (nslices 0), so a pointer into the header is caught too. */
-static inline pz_page *pz_small_page_of(const pz_chunk *c, const void *p) {
+/* The descriptor of the page holding p: the head slice's, found by a
+ * shift and the slice's head_back. Slice 0 holds the header: its
+ * descriptor, pages[0], is never a page; it and those of free slices
+ * have nslices 0 and capacity 0 (page_retire clears them). */
+static inline pz_page *pz_small_desc_of(const pz_chunk *c, const void *p) {
   _Static_assert(sizeof(pz_page) == PZ_PAGE_DESC, "descriptors found by a shift");
   size_t off = ((uintptr_t)p & PZ_CHUNK_MASK) >> PZ_SLICE_SHIFT << __builtin_ctz(PZ_PAGE_DESC);
   const pz_page *pg = (const pz_page *)((const char *)c->pages + off);
-  pg = (const pz_page *)((const char *)pg - pg->head_back);
+  return (pz_page *)((const char *)pg - pg->head_back);
+}
+/* NULL: invalid (the header, or a free slice) */
+static inline pz_page *pz_small_page_of(const pz_chunk *c, const void *p) {
+  pz_page *pg = pz_small_desc_of(c, p);
   if (PZ_UNLIKELY(pg->nslices == 0)) return NULL;
-  return (pz_page *)pg;
+  return pg;
 }
 /* Sets block_size, div_inv and div_shift. */
 PZ_HIDDEN void pz_page_set_block_size(pz_page *pg, uint32_t block_size);
@@ -204,12 +238,13 @@ static inline pz_block *pz_link_next(const pz_page *pg, const pz_block *b) {
   return n;
 }
 
-enum { PZ_FREE_EMPTY, PZ_FREE_UNFULL, PZ_FREE_REMOTE };
+enum { PZ_FREE_LOCAL, PZ_FREE_REMOTE }; /* why pz_small_free_slow */
 PZ_HIDDEN pz_heap *pz_heap_get(void);     /* current thread's heap, made on demand */
 PZ_HIDDEN void pz_heap_thread_exit(void *h);
 PZ_HIDDEN void pz_heaps_prefork(void);
 PZ_HIDDEN void pz_heaps_postfork(bool child);
-PZ_HIDDEN void pz_heaps_collect_all(void);  /* malloc_trim: reclaim abandoned */
+PZ_HIDDEN void pz_heaps_collect_all(void);
+PZ_HIDDEN void pz_heap_flush_tc(void);      /* the calling thread's tc goes to the pages */  /* malloc_trim: reclaim abandoned */
 /* Sum the thread heaps' counters and pages. wait false: give up (false)
  * when the heap list lock is busy, never wait for it (a pool worker). */
 PZ_HIDDEN bool pz_heaps_stats(struct pz_heap_stats *sum, size_t *small_used_bytes,
@@ -219,7 +254,6 @@ PZ_HIDDEN int pz_small_init(void);
 /* A block leaves a free list for the program: malloc clears its free key,
  * calloc the block (one word when the rest is known zero). */
 static PZ_INLINE void *pz_block_hand_out(pz_heap *h, pz_block *b, size_t bs, bool zero, bool known_zero) {
-  h->stats.malloc_calls++;
   if (zero) {
     h->stats.calloc_calls++;
     if (known_zero) {
@@ -237,8 +271,23 @@ static PZ_INLINE void *pz_block_hand_out(pz_heap *h, pz_block *b, size_t bs, boo
 
 static PZ_INLINE void *pz_small_alloc(size_t size, bool zero) {
   pz_heap *h = pz_tls_heap;
+  pz_block ***top = PZ_LIKELY(size <= 1024) ? h->tc16[(size + 15) >> 4] : &h->tc_top[pz_size_class(size)];
+  pz_block **t = *top, *b;
+  _Static_assert(offsetof(pz_heap, tc_base) - offsetof(pz_heap, tc_top) == (PZ_NCLASSES + 1) * sizeof(void *),
+                 "tc_base[cls] follows tc_top[cls] by PZ_NCLASSES + 1 entries");
+  if (PZ_LIKELY(t != top[PZ_NCLASSES + 1])) { /* the block this thread freed last */
+    b = *--t;
+    *top = t;
+    h->stats.tc_reused++;
+    if (PZ_DEBUG || zero) {
+      size_t bs = pz_class_size[pz_size_class(size)];
+      if (PZ_DEBUG) pz_debug_check_poison(b, bs);
+      return pz_block_hand_out(h, b, bs, zero, false);
+    }
+    b->key = 0;
+    return b;
+  }
   unsigned cls = pz_size_class(size);
-  pz_block *b;
   if (PZ_UNLIKELY(h->xc_n[cls])) return pz_small_alloc_xc(h, cls, zero);
   pz_page *pg = h->pages[cls];
   b = pg->free;
@@ -246,23 +295,31 @@ static PZ_INLINE void *pz_small_alloc(size_t size, bool zero) {
     if (PZ_DEBUG && !pg->free_is_zero) pz_debug_check_poison(b, pz_class_size[pg->cls]);
     pg->free = pz_link_next(pg, b);
     pg->used++;
+    h->stats.malloc_calls++;
     return pz_block_hand_out(h, b, pz_class_size[cls], zero, pg->free_is_zero);
   }
   return pz_small_alloc_slow(h, size, zero);
 }
 
-/* The rest of a free once b is known to be a block in use of pg: the local
- * push inline, the rest out of line (tail calls only: the fast path needs
- * no stack frame). */
+/* The rest of a free once b is known to be a block in use of pg: into the
+ * thread's tc inline, the rest out of line (tail calls only: the fast path
+ * needs no stack frame). */
 static PZ_INLINE void pz_small_free_block(pz_heap *h, pz_page *pg, pz_block *b) {
   if (PZ_DEBUG) pz_debug_poison(b, pg->block_size);
-  if (PZ_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
-    b->key = pz_free_key;
-    b->link = pz_link_encode(b, pg->local_free);
-    pg->local_free = b;
-    h->stats.free_calls++;
-    if (PZ_UNLIKELY(--pg->used == 0)) pz_small_free_slow(h, pg, b, PZ_FREE_EMPTY);
-    else if (PZ_UNLIKELY(pg->in_full)) pz_small_free_slow(h, pg, b, PZ_FREE_UNFULL);
+  /* a plain aligned load (relaxed, on x86, and the compiler may fold it
+   * into the compare): pg->heap is stored when the page is made, before
+   * any of its blocks exists, and not changed while one is out (a heap is
+   * adopted whole) */
+  if (PZ_LIKELY(*(pz_heap *const *)&pg->heap == h)) {
+    unsigned cls = pg->cls;
+    pz_block **t = h->tc_top[cls];
+    if (PZ_LIKELY(t != h->tc_end[cls])) {
+      b->key = pz_xc_key;
+      *t = b;
+      h->tc_top[cls] = t + 1;
+      return;
+    }
+    pz_small_free_slow(h, pg, b, PZ_FREE_LOCAL);
     return;
   }
   pz_small_free_slow(h, pg, b, PZ_FREE_REMOTE);
@@ -274,16 +331,18 @@ PZ_HIDDEN PZ_COLD void pz_small_free_suspect(pz_heap *h, pz_page *pg, pz_block *
  * interior or stray pointer and a block that carries the free key abort
  * with a message. */
 static PZ_INLINE void pz_small_free(void *p, pz_chunk *c) {
-  pz_page *pg = pz_small_page_of(c, p);
+  pz_page *pg = pz_small_desc_of(c, p);
   pz_block *b = p;
-  if (PZ_UNLIKELY(!pg)) pz_small_free_invalid(p);
   pz_heap *h = pz_tls_heap;
   if (pz_opt(PZ_OPT_CHECKS)) {
+    /* also the header and free slices: their descriptors' capacity is 0 */
     if (PZ_UNLIKELY(pz_block_index(pg, p) < 0)) pz_small_free_invalid(p);
     if (PZ_UNLIKELY((b->key | 2) == pz_xc_key)) {
       pz_small_free_suspect(h, pg, b);
       return;
     }
+  } else if (PZ_UNLIKELY(pg->nslices == 0)) {
+    pz_small_free_invalid(p);
   }
   pz_small_free_block(h, pg, b);
 }

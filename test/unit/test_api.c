@@ -346,7 +346,8 @@ static void realloc_grows_medium_blocks_in_place(void **state) {
 }
 
 /* A block freed by a thread that does not own its page stays in that
- * thread's cache (xc) and is the thread's next malloc of its size; calloc
+ * thread's cache (xc) and is the thread's next malloc of its size (once its
+ * tc has no block of the size); calloc
  * from there reads zero; a block reused once goes home when that thread
  * frees it again (nothing circulates for ever in a foreign thread); the
  * thread's exit sends what it kept home, where the owner hands it out. */
@@ -356,20 +357,20 @@ struct xc_case {
 };
 static void *xc_thread(void *arg) {
   struct xc_case *x = arg;
-  prezero_free(prezero_malloc(64)); /* this thread now has a heap */
+  prezero_free(prezero_malloc(4000)); /* this thread now has a heap (and its tc no 64-byte block) */
   prezero_free(x->p[0]);
   unsigned char *q = prezero_malloc(64);
   x->reused = q == x->p[0];
   prezero_free(q);
   unsigned char *r = prezero_malloc(64);
   x->sent_home = r != x->p[0];
-  prezero_free(r);
   prezero_free(x->p[1]);
   unsigned char *c = prezero_calloc(1, 64);
   x->zeroed = c == x->p[1];
   for (int i = 0; i < 64; i++)
     if (c[i]) x->zeroed = false;
   prezero_free(c);
+  prezero_free(r); /* (its own tc's blocks come before xc's) */
   prezero_free(x->p[2]); /* kept until the thread exits */
   return NULL;
 }
@@ -401,7 +402,8 @@ static void blocks_freed_by_another_thread_are_reused_there(void **state) {
   free(got);
 }
 
-/* A full page that gets one block back from its owner: a page of many
+/* A full page that gets one block back from its owner (through the
+ * thread's tc): a page of many
  * blocks waits behind the front page (the next malloc does not take the
  * slow path for that one block); a page of a few big blocks goes to the
  * front and hands the block out next. */
@@ -427,6 +429,8 @@ static void a_full_page_that_gets_one_block_back(void **state) {
     pz_page *pg = pz_small_page_of(pz_chunk_of(b[x]), b[x]);
     if (cases[c].waits) assert_true(front->free || front->capacity < front->reserved); /* it has blocks */
     prezero_free(b[x]);
+    assert_true(pg->in_full); /* in the thread's tc: still counted as used */
+    pz_heap_flush_tc();       /* home: the one block it gets back */
     assert_false(pg->in_full);
     void *q = prezero_malloc(cases[c].size);
     if (cases[c].waits) {

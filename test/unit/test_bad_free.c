@@ -188,6 +188,30 @@ static void do_double_free_cached_twice(char *t) {
   pthread_join(th, NULL);
 }
 
+/* Pointers into a small chunk that are no block: its header (slice 0), and
+ * a slice no page holds (free fails on the page descriptor's capacity, 0
+ * for both, before it reads the pointed-to memory). */
+static void do_free_into_chunk_header(char *t) {
+  (void)t;
+  char *p = prezero_malloc(64);
+  char *h = (char *)pz_chunk_of(p) + 512;
+  report_ptr(h);
+  prezero_free(h);
+}
+static void do_free_into_free_slice(char *t) {
+  (void)t;
+  char *p = prezero_malloc(64);
+  pz_chunk *c = pz_chunk_of(p);
+  for (unsigned s = PZ_SLICES - 1; s > 0; s--)
+    if (!(c->used_slices & (1u << s))) {
+      char *q = (char *)c + ((size_t)s << PZ_SLICE_SHIFT) + 64;
+      report_ptr(q);
+      prezero_free(q);
+      return;
+    }
+  _exit(2); /* no free slice: the test could not run */
+}
+
 /* Overwrites of a free block's link word (use after free, overflow from the
  * block before): the allocator must abort naming the block instead of
  * handing out the forged address. A child that gets the forged address
@@ -198,11 +222,21 @@ static void alloc_until(size_t size, const void *forged) {
     if (q == forged) _exit(3);
   }
 }
+/* Free p, then push it out of the thread's tc (which holds its own freed
+ * blocks in an array, not linked through them) onto its page's local_free:
+ * free more blocks of the class than xc keeps, p first (the older half of
+ * a full class goes to the pages). */
+static void free_to_page(void *p, size_t size) {
+  void *more[2 * PZ_TC_MAX];
+  for (int i = 0; i < 2 * PZ_TC_MAX; i++) more[i] = prezero_malloc(size);
+  prezero_free(p);
+  for (int i = 0; i < 2 * PZ_TC_MAX; i++) prezero_free(more[i]);
+}
 static void do_uaf_link_stack(char *t) { /* freed by the owner: local_free */
   (void)t;
   int x;
   void **p = prezero_malloc(48);
-  prezero_free(p);
+  free_to_page(p, 48);
   report_ptr(p);
   *p = &x; /* the classic: point the list at memory the attacker controls */
   alloc_until(48, &x);
@@ -210,7 +244,7 @@ static void do_uaf_link_stack(char *t) { /* freed by the owner: local_free */
 static void do_uaf_link_sibling(char *t) { /* a plain pointer to a live block of the same page */
   (void)t;
   void **p = prezero_malloc(80), **live = prezero_malloc(80);
-  prezero_free(p);
+  free_to_page(p, 80);
   report_ptr(p);
   *p = live; /* would hand `live` out twice */
   alloc_until(80, live);
@@ -218,7 +252,7 @@ static void do_uaf_link_sibling(char *t) { /* a plain pointer to a live block of
 static void do_uaf_link_zeroed(char *t) { /* a freed block cleared by the program */
   (void)t;
   char *p = prezero_malloc(112);
-  prezero_free(p);
+  free_to_page(p, 112);
   report_ptr(p);
   memset(p, 0, 8);
   alloc_until(112, NULL);
@@ -270,13 +304,39 @@ ABORT_TEST(overflow_into_free, do_overflow_into_free, "corrupted free list")
 ABORT_TEST(uaf_link_remote, do_uaf_link_remote, "corrupted free list")
 ABORT_TEST(uaf_link_remote_trim, do_uaf_link_remote_trim, "corrupted free list")
 
+/* A block freed into the thread's tc is not linked through: what the
+ * program writes into it after the free is never taken for an address,
+ * and the next malloc of the class hands the block itself out again
+ * (checked in a child: the forged address must never come back). */
+static void uaf_write_into_cached(void **s) {
+  (void)s;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int x;
+    void **p = prezero_malloc(48);
+    prezero_free(p);
+    *p = &x;
+    void *q = prezero_malloc(48);
+    if (q != p) _exit(5); /* the block just freed comes back first */
+    alloc_until(48, &x);
+    _exit(0);
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* The links are stored encoded: a freed block holds neither its successor's
  * address nor NULL. */
 static void links_encoded(void **s) {
   (void)s;
-  void **a = prezero_malloc(224), **b = prezero_malloc(224);
+  void **a = prezero_malloc(224), **b = prezero_malloc(224), *more[2 * PZ_TC_MAX];
+  for (int i = 0; i < 2 * PZ_TC_MAX; i++) more[i] = prezero_malloc(224);
+  *a = *b = NULL;
   prezero_free(a);
-  prezero_free(b); /* local_free: b -> a -> NULL */
+  prezero_free(b);
+  for (int i = 0; i < 2 * PZ_TC_MAX; i++) prezero_free(more[i]); /* a, b go to local_free */
   assert_true(*b != (void *)a);
   assert_true(*a != NULL);
   void *b2 = prezero_malloc(224), *a2 = prezero_malloc(224);
@@ -301,6 +361,8 @@ ABORT_TEST(double_free_cross_thread, do_double_free_cross_thread, "double free")
 ABORT_TEST(interior_pointer, do_interior_free, "invalid pointer")
 ABORT_TEST(interior_pointer_large, do_interior_free_large, "invalid pointer")
 ABORT_TEST(stack_pointer, do_stack_free, "not allocated by prezero")
+ABORT_TEST(pointer_into_chunk_header, do_free_into_chunk_header, "invalid pointer")
+ABORT_TEST(pointer_into_free_slice, do_free_into_free_slice, "invalid pointer")
 ABORT_TEST(foreign_pointer, do_foreign_free, "not allocated by prezero")
 ABORT_TEST(realloc_of_freed, do_realloc_freed, "realloc()")
 ABORT_TEST(realloc_of_freed_small_fits, do_realloc_freed_small_fits, "realloc(): pointer already freed")
@@ -314,11 +376,12 @@ int main(void) {
       cmocka_unit_test(double_free_small),      cmocka_unit_test(double_free_large),
       cmocka_unit_test(double_free_cross_thread), cmocka_unit_test(interior_pointer),
       cmocka_unit_test(interior_pointer_large), cmocka_unit_test(stack_pointer),
-      cmocka_unit_test(foreign_pointer),        cmocka_unit_test(realloc_of_freed),
+      cmocka_unit_test(foreign_pointer),        cmocka_unit_test(pointer_into_chunk_header),
+      cmocka_unit_test(pointer_into_free_slice),        cmocka_unit_test(realloc_of_freed),
       cmocka_unit_test(uaf_link_stack),         cmocka_unit_test(uaf_link_sibling),
       cmocka_unit_test(uaf_link_zeroed),        cmocka_unit_test(overflow_into_free),
       cmocka_unit_test(uaf_link_remote),        cmocka_unit_test(uaf_link_remote_trim),
-      cmocka_unit_test(links_encoded),          cmocka_unit_test(double_free_cached_owner),
+      cmocka_unit_test(uaf_write_into_cached),  cmocka_unit_test(links_encoded),          cmocka_unit_test(double_free_cached_owner),
       cmocka_unit_test(double_free_cached_twice), cmocka_unit_test(realloc_of_freed_small_fits),
       cmocka_unit_test(realloc_of_freed_small_grows), cmocka_unit_test(realloc_of_freed_small_remote),
       cmocka_unit_test(usable_size_of_freed),
