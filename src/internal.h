@@ -165,6 +165,7 @@ struct pz_gstats {
   _Atomic size_t calloc_large_skipped, calloc_large_zeroed, calloc_large;
   _Atomic size_t realloc_moved_pages, realloc_in_place, realloc_copied;
   _Atomic size_t oom;
+  _Atomic size_t heapless_frees; /* small blocks freed by threads that never allocated (no heap) */
   _Atomic size_t mmap_served, mmap_moved_bytes;
   _Atomic size_t uffd_mappings, uffd_faults, uffd_moved_bytes, uffd_ahead_bytes, uffd_copied_bytes,
       uffd_fallbacks;

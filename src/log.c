@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -85,7 +86,7 @@ size_t pz_snprintf(char *buf, size_t cap, const char *fmt, ...) {
 void pz_write_stderr(const char *s, size_t n) {
   int saved = errno;
   while (n) {
-    ssize_t w = write(2, s, n);
+    ssize_t w = syscall(SYS_write, 2, s, n); /* write(2) is a cancellation point; malloc is not */
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) break;
     s += w;

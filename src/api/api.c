@@ -23,7 +23,7 @@ static PZ_NOINLINE void *alloc_big(size_t size, bool zero) {
     pz_heap *h = pz_heap_get();
     return h ? pz_small_alloc_slow(h, size, zero) : oom(); /* which says ENOMEM itself */
   } else {
-    p = pz_large_alloc(size, 0, zero);
+    p = pz_os_overcommit_refuses(size) ? NULL : pz_large_alloc(size, 0, zero);
   }
   return p ? p : oom();
 }
@@ -149,8 +149,8 @@ static void *alloc_aligned(size_t align, size_t size) {
   void *p;
   if (align <= PZ_SLICE_SIZE && size < (size_t)pz_opt(PZ_OPT_LARGE_THRESHOLD))
     p = pz_small_alloc_aligned(size, align, false);
-  else
-    p = pz_large_alloc(size, align, false);
+  else /* glibc maps size + alignment */
+    p = pz_os_overcommit_refuses(size + align) ? NULL : pz_large_alloc(size, align, false);
   return p ? p : oom();
 }
 

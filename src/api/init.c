@@ -38,6 +38,7 @@ static void postfork_parent(void) {
 static void postfork_child(void) {
   if (atomic_load(&pz_init_state) != 2) return;
   pz_meta_postfork();
+  pz_threads_postfork_child();
   pz_pool_postfork(true);
   pz_uffd_postfork(true);
   pz_heaps_postfork(true);
@@ -48,6 +49,16 @@ static void load_options(void) {
   bool secure = getauxval(AT_SECURE) != 0;
   options_from_env = environ != NULL;
   pz_options_load(environ, secure);
+}
+
+/* The main thread ending with pthread_exit (its thread-specific data
+ * destructors run; exit() runs none): our threads look at whether they
+ * are all that is left. */
+static pthread_key_t main_key;
+static void main_thread_exit(void *v) {
+  (void)v;
+  pz_main_exited();
+  pz_pool_wake_workers();
 }
 
 static void init_once(void) {
@@ -61,6 +72,8 @@ static void init_once(void) {
   pz_os_read_limits();
   pz_zero_select((int)pz_opt(PZ_OPT_ZERO_METHOD) - 1);
   if (pz_small_init() != 0) pz_warn("pthread_key_create failed: thread caches are not returned at thread exit");
+  if (pz_os_gettid() == getpid() && pthread_key_create(&main_key, main_thread_exit) == 0)
+    pthread_setspecific(main_key, &main_key);
   pthread_atfork(prefork, postfork_parent, postfork_child);
 }
 

@@ -81,7 +81,8 @@ static bool collect(struct prezero_stats *st, struct pz_snap_node *nodes, bool w
   for (unsigned n = 0; nodes && n < pz_topo.nnodes; n++) node_figures(n, &nodes[n], wait);
   size_t large = atomic_load(&pz_gstats.large_allocs);
   st->malloc_calls = hs.malloc_calls + large;
-  st->free_calls = hs.free_calls + hs.remote_frees + atomic_load(&pz_gstats.large_frees);
+  size_t heapless = atomic_load(&pz_gstats.heapless_frees);
+  st->free_calls = hs.free_calls + hs.remote_frees + heapless + atomic_load(&pz_gstats.large_frees);
   st->calloc_calls = hs.calloc_calls + atomic_load(&pz_gstats.calloc_large);
   st->calloc_skipped_bytes = hs.calloc_skipped_bytes + atomic_load(&pz_gstats.calloc_large_skipped);
   st->calloc_zeroed_bytes = hs.calloc_zeroed_bytes + atomic_load(&pz_gstats.calloc_large_zeroed);
@@ -128,7 +129,7 @@ static bool collect(struct prezero_stats *st, struct pz_snap_node *nodes, bool w
   st->chunks_used = ps.chunks[PZ_CS_USED] + ps.chunks[PZ_CS_TAIL];
   st->realloc_moved = atomic_load(&pz_gstats.realloc_moved_pages);
   st->realloc_in_place = atomic_load(&pz_gstats.realloc_in_place);
-  st->remote_frees = hs.remote_frees;
+  st->remote_frees = hs.remote_frees + heapless;
   st->heaps = nheaps;
   st->oom = atomic_load(&pz_gstats.oom);
   st->thp = pz_opt(PZ_OPT_THP) != PZ_THP_OPT_NEVER && ps.thp_refused == 0 &&

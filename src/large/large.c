@@ -43,6 +43,8 @@ size_t pz_large_usable(const void *p) { return pz_chunk_run_len(p) << PZ_CHUNK_S
 void *pz_large_realloc(void *p, size_t size) {
   size_t old = pz_chunk_run_len(p), n = chunks_for(size);
   if (n == old) return p;
+  /* the kernel checks an mremap's growth, not the whole size */
+  if (n > old && pz_os_overcommit_refuses((n - old) << PZ_CHUNK_SHIFT)) return NULL;
   if (n < old) {
     pz_chunk_shrink(p, n);
     atomic_fetch_sub_explicit(&pz_gstats.large_bytes_live, (old - n) << PZ_CHUNK_SHIFT,

@@ -370,9 +370,12 @@ static void *registrar(void *arg) {
   for (;;) {
     uint32_t s = atomic_load_explicit(&req_seq, memory_order_acquire);
     if (s == seen) {
-      struct timespec t = {0, 5000000};
-      futex(&req_seq, FUTEX_WAIT_PRIVATE, seen, pd.n ? &t : NULL);
+      /* idle: a look once a second at whether the program's threads are
+       * all gone (then this thread must not keep the process alive) */
+      struct timespec t = {pd.n ? 0 : 1, pd.n ? 5000000 : 0};
+      futex(&req_seq, FUTEX_WAIT_PRIVATE, seen, &t);
       pending_flush(&pd);
+      if (!pd.n && pz_only_own_threads()) return NULL;
       continue;
     }
     size_t res = 0;
@@ -415,8 +418,10 @@ static void *reader(void *arg) {
   struct uffd_msg msgs[16];
   for (;;) {
     struct pollfd p = {uffd, POLLIN, 0};
-    if (poll(&p, 1, pd.n ? 5 : -1) < 0 && errno != EINTR) return NULL;
+    int ready = poll(&p, 1, pd.n ? 5 : 1000); /* idle: as the registrar */
+    if (ready < 0 && errno != EINTR) return NULL;
     pending_flush(&pd);
+    if (ready == 0 && !pd.n && pz_only_own_threads()) return NULL;
     ssize_t n = read(uffd, msgs, sizeof msgs);
     if (n <= 0) continue; /* EAGAIN (a timeout), EINTR */
     for (size_t i = 0; i < (size_t)n / sizeof msgs[0]; i++) {

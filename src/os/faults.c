@@ -15,10 +15,14 @@
  * Parsed from the option's text without allocating; the wrappers sit in
  * the os hook table in front of the real calls. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "os/os.h"
 #include "kabi.h"
@@ -98,7 +102,52 @@ int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void 
  * /proc/self/task/TID/comm in the calling thread, a descriptor taken in
  * the middle of a program's malloc, which another of its threads may see
  * (its open() not getting the lowest free descriptor). */
+/* Our threads alive, counted so that they can tell when they are all the
+ * process has left: a program whose main thread ended with pthread_exit()
+ * lives until its last thread exits, and ours must not be that thread
+ * (they waited up to 11 s for memory to give back). Counted by a
+ * trampoline: a slot holds the function until the thread has read it. */
+static _Atomic int own_threads;
+static _Atomic bool main_exited;
+#define SPAWN_SLOTS 256
+static struct spawn_slot { void *(*_Atomic fn)(void *); void *arg; } spawn_slots[SPAWN_SLOTS];
+
+static void *spawned(void *slot) {
+  struct spawn_slot *sl = slot;
+  void *(*fn)(void *) = atomic_load(&sl->fn);
+  void *arg = sl->arg;
+  atomic_store(&sl->fn, NULL); /* free again */
+  void *r = fn(arg);
+  atomic_fetch_sub(&own_threads, 1);
+  return r;
+}
+
+void pz_main_exited(void) { atomic_store(&main_exited, true); }
+
+void pz_threads_postfork_child(void) { /* none of ours was copied; the forking thread is main */
+  atomic_store(&own_threads, 0);
+  atomic_store(&main_exited, false);
+  for (unsigned i = 0; i < SPAWN_SLOTS; i++) atomic_store(&spawn_slots[i].fn, NULL);
+}
+
+bool pz_only_own_threads(void) {
+  if (!atomic_load(&main_exited)) return false; /* the main thread ends the process with exit() */
+  struct stat st; /* no descriptor: a program's open() keeps the lowest free number */
+  if (syscall(SYS_newfstatat, AT_FDCWD, "/proc/self/task", &st, 0) != 0) return false;
+  /* 2 + the threads, the exited main thread (a zombie until the last one
+   * leaves) included; a count read early errs on the side of staying */
+  return (long)st.st_nlink - 2 - 1 <= (long)atomic_load(&own_threads);
+}
+
 int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack) {
+  struct spawn_slot *sl = NULL;
+  for (unsigned i = 0; i < SPAWN_SLOTS && !sl; i++) {
+    void *(*expect)(void *) = NULL;
+    if (atomic_compare_exchange_strong(&spawn_slots[i].fn, &expect, fn)) sl = &spawn_slots[i];
+  }
+  if (!sl) return EAGAIN;
+  sl->arg = arg;
+  atomic_fetch_add(&own_threads, 1);
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -107,9 +156,13 @@ int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack) {
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, stack);
   pthread_t t;
-  int rc = pz_thread_create(&t, &attr, fn, arg);
+  int rc = pz_thread_create(&t, &attr, spawned, sl);
   pthread_attr_destroy(&attr);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    atomic_fetch_sub(&own_threads, 1);
+    atomic_store(&sl->fn, NULL);
+  }
   return rc;
 }
 

@@ -12,6 +12,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +87,13 @@ void *pz_os_map_aligned(size_t len, size_t align) { return map_aligned(len, alig
  * then populates none of it, and under vm.overcommit_memory=2 it costs
  * nothing. */
 void *pz_os_reserve(size_t len, size_t align) { return map_aligned(len, align, PROT_NONE); }
+
+bool pz_os_overcommit_refuses(size_t bytes) {
+  if (pz_kernel.overcommit != 0 || bytes < ((size_t)64 << 20)) return false;
+  struct sysinfo si;
+  if (syscall(SYS_sysinfo, &si) != 0 || !si.mem_unit) return false;
+  return bytes / si.mem_unit > (size_t)si.totalram + si.totalswap;
+}
 
 int pz_os_commit(void *p, size_t len) {
   return KEEP_ERRNO(pz_os.mprotect(p, len, PROT_READ | PROT_WRITE) != 0);
@@ -162,6 +170,23 @@ int pz_os_hugepage(void *p, size_t len) {
 
 int pz_os_discard(void *p, size_t len) {
   return KEEP_ERRNO(pz_os.madvise(p, len, MADV_DONTNEED) != 0);
+}
+
+bool pz_os_mostly_absent(void *p, size_t len) {
+  unsigned char vec[PZ_CHUNK_SIZE / PZ_PAGE_SIZE];
+  size_t pages = len / PZ_PAGE_SIZE, resident = 0;
+  int saved = errno;
+  for (size_t off = 0; off < len; off += PZ_CHUNK_SIZE) {
+    size_t l = len - off < PZ_CHUNK_SIZE ? len - off : PZ_CHUNK_SIZE;
+    if (syscall(SYS_mincore, (char *)p + off, l, vec) != 0) {
+      errno = saved;
+      return false; /* as if all there: zeroed, never dropped */
+    }
+    for (size_t i = 0; i < l / PZ_PAGE_SIZE; i++) resident += vec[i] & 1;
+    if (resident * 2 > pages) break;
+  }
+  errno = saved;
+  return resident * 2 <= pages;
 }
 
 /* Whether [p, p+len) lies in one mapping, so that mremap can move it. A

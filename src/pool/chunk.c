@@ -215,7 +215,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   if (take_busy) {
     np->st.busy_waits++;
     for (size_t k = 0; k < n; k++)
-      while (r->state[(size_t)best_i + k] == PZ_CS_TAKEN) pthread_cond_wait(&np->done, &np->lock);
+      while (r->state[(size_t)best_i + k] == PZ_CS_TAKEN) pool_cond_wait(&np->done, &np->lock);
     pool_set_state(np, r, (size_t)best_i, PZ_CS_USED); /* the head may have been handed over as TAIL */
   }
   r->runlen[best_i] = (uint32_t)n;
@@ -253,6 +253,7 @@ void *pz_chunk_alloc(size_t n, size_t align, int flags, enum pz_map_kind kind, b
   if ((flags & PZ_CA_ZERO) == PZ_CA_ZERO) {
     for (size_t k = 0; k < nranges; k++) {
       size_t off = ranges[k][0] << PZ_CHUNK_SHIFT, len = (ranges[k][1] - ranges[k][0]) << PZ_CHUNK_SHIFT;
+      if (pz_os_mostly_absent(base + off, len) && pz_os_discard(base + off, len) == 0) continue;
       memset(base + off, 0, len);
       zeroed += len;
     }

@@ -26,6 +26,7 @@ PZ_HIDDEN extern _Atomic size_t pool_regions_made, pool_reserved_bytes, pool_thp
 PZ_HIDDEN uint32_t pool_now_ms(void);
 PZ_HIDDEN struct pz_region *pool_region_of(const void *p, size_t *idx);
 PZ_HIDDEN int pool_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, long ms);
+PZ_HIDDEN void pool_cond_wait(pthread_cond_t *c, pthread_mutex_t *m); /* not a cancellation point */
 PZ_HIDDEN void pool_set_state(struct pz_node_pool *np, struct pz_region *r, size_t i, enum pz_chunk_state s);
 PZ_HIDDEN void pool_transition(struct pz_node_pool *np, struct pz_region *r, size_t i, enum pz_chunk_event e);
 PZ_HIDDEN uint32_t pool_new_claim_id(struct pz_node_pool *np, bool pop);

@@ -187,6 +187,7 @@ PZ_HIDDEN bool pz_pool_give_back(const struct pz_claim *c);
  * Returns 0 or ENOMEM. */
 PZ_HIDDEN int pz_chunk_reserve(size_t bytes);
 PZ_HIDDEN void pz_pool_prepare(void); /* PREZERO_POOL_MIN at start: background */
+PZ_HIDDEN void pz_pool_wake_workers(void); /* every sleeping worker looks again */
 
 /* ==================================================================== pool/worker.c
  * Background workers, one or more per node: pre-zero dirty chunks and

@@ -93,14 +93,28 @@ struct pz_region *pool_region_of(const void *p, size_t *idx) {
 }
 
 /* pthread_cond_timedwait for at most ms milliseconds (the condition
- * variables use the default clock). */
+ * variables use the default clock). Both waits are cancellation points,
+ * and malloc is not: a program thread cancelled while it waits in malloc
+ * would leave holding the node's lock (every allocation after it hangs),
+ * so cancellation is off while it waits. */
 int pool_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, long ms) {
   struct timespec ts;
+  int old, rc;
   clock_gettime(CLOCK_REALTIME, &ts);
   ts.tv_nsec += (ms % 1000) * 1000000;
   ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000;
   ts.tv_nsec %= 1000000000;
-  return pthread_cond_timedwait(c, m, &ts);
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+  rc = pthread_cond_timedwait(c, m, &ts);
+  pthread_setcancelstate(old, NULL);
+  return rc;
+}
+
+void pool_cond_wait(pthread_cond_t *c, pthread_mutex_t *m) {
+  int old;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+  pthread_cond_wait(c, m);
+  pthread_setcancelstate(old, NULL);
 }
 
 void pool_set_state(struct pz_node_pool *np, struct pz_region *r, size_t i, enum pz_chunk_state s) {
@@ -362,6 +376,15 @@ struct pz_node_pool *pool_current(void) { return &pz_nodes[pz_topo_current_node(
 size_t pool_min_ready_chunks(const struct pz_node_pool *np) {
   size_t m = (size_t)pz_opt(PZ_OPT_POOL_MIN) >> PZ_CHUNK_SHIFT;
   return np->reserve > m ? np->reserve : m;
+}
+
+void pz_pool_wake_workers(void) {
+  for (unsigned node = 0; node < pz_topo.nnodes; node++) {
+    struct pz_node_pool *np = &pz_nodes[node];
+    pthread_mutex_lock(&np->lock);
+    if (np->sleeping) pthread_cond_broadcast(&np->work);
+    pthread_mutex_unlock(&np->lock);
+  }
 }
 
 /* With np->lock held: let a sleeping worker know the numbers changed. */

@@ -287,7 +287,11 @@ size_t pz_pool_claim(unsigned node, struct pz_claim *claims, size_t nclaims) {
      * explicit reserve) keeps a worker looking at the limits, four times a
      * second; less is not worth the wake-ups */
     bool watch = in.ready + in.dirty >= np->reserve + in.report_batch && pz_opt(PZ_OPT_ZERO);
-    if (timed_out && !pending && !watch && !cold_young) { /* a second without work, and still none: leave; the next work restarts us */
+    /* a second without work, and still none: leave; the next work restarts
+     * us. Also when the program's threads are all gone (its main thread
+     * ended with pthread_exit): memory kept for it is of no use, and the
+     * process ends only when this thread does */
+    if ((timed_out && !pending && !watch && !cold_young) || pz_only_own_threads()) {
       int w = atomic_load(&np->workers);
       atomic_store(&np->workers, w > 1 ? w - 1 : 0);
       pthread_mutex_unlock(&np->lock);

@@ -194,6 +194,9 @@ static void *worker_main(void *arg) {
          * fault in a page it has already zeroed */
         ok[k] = pz_os_discard(p, len) == 0 && pz_populate(p, len);
         if (!ok[k]) pz_zero(p, len), ok[k] = true;
+      } else if (c[k].from == PZ_CS_DIRTY && pz_os_mostly_absent(p, len)) {
+        c[k].discard = true; /* given back, not written: see pz_os_mostly_absent */
+        ok[k] = pz_pool_give_back(&c[k]);
       } else if (c[k].from == PZ_CS_DIRTY) {
         pz_zero(p, len);
         ok[k] = true;

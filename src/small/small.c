@@ -682,7 +682,9 @@ void pz_small_free_slow(pz_heap *h, pz_page *pg, pz_block *b, int why) {
     *h->tc_top[cls]++ = b;
     return;
   }
-  if (h != &pz_heap_empty) { /* a thread that never allocated has no xc */
+  if (h == &pz_heap_empty) { /* a thread that never allocated has no xc, nor counters */
+    atomic_fetch_add_explicit(&pz_gstats.heapless_frees, 1, memory_order_relaxed);
+  } else {
     h->stats.remote_frees++;
     unsigned hb = pz_xc_hash(b);
     if (h->xc_lent[hb] == (uintptr_t)b) { /* it came from xc: once is enough, it goes home */

@@ -21,7 +21,8 @@
  * 2. NLARGE2 more large blocks, and a free to wake a worker again: the
  *    figures must follow (a snapshot refreshed while the process runs, not
  *    once).
- * 2b. 32 MiB freed (more than a release batch), then 5000 more small
+ * 2b. 32 MiB written and freed (more than a release batch; written, so
+ *    that it is kept), then 5000 more small
  *    blocks while the worker only waits to give the freed chunks back
  *    (RETAIN_MS is long: it wakes, but does no pass): the figures must
  *    follow within 10 s (RETAIN_MS is 20 s: the next pass comes after).
@@ -258,10 +259,10 @@ int main(int argc, char **argv) {
   /* 2b. the worker now only waits to give the freed chunks back (RETAIN_MS
    * is long): no pass, yet it is awake, and the snapshot must follow the
    * program (small mallocs never wake a worker) */
-  c = calloc(1, 32ul << 20); /* 16 chunks freed: more than a release batch to wait for */
-  if (!c) return fail("calloc failed"), 1;
-  c[0] = 1;
-  free(c);
+  char *volatile w = calloc(1, 32ul << 20); /* 16 chunks freed: more than a release batch to wait for */
+  if (!w) return fail("calloc failed"), 1;
+  memset(w, 1, 32ul << 20); /* all of it (volatile: not a dead store): memory hardly touched is dropped, not kept */
+  free(w);
   sleep_ms(1500); /* the worker zeroes them (a pass), then only waits */
   static char *more[5000];
   for (int i = 0; i < 5000; i++) {

@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -68,6 +70,46 @@ static void impossible_sizes_fail_with_enomem(void **state) {
     assert_int_equal(prezero_posix_memalign(&p, 64, bad[i]), ENOMEM);
     assert_null(p);
   }
+}
+
+/* Sizes the kernel refuses under its heuristic overcommit (vm.overcommit_memory
+ * 0): more than RAM + swap in one mapping, so glibc's malloc of them fails
+ * (its mmap does); prezero commits reserved memory, which the kernel does
+ * not check, and refuses them itself. Before: 32 GiB, 1 TiB, 64 TiB and a
+ * 2^46 alignment all returned pointers (the program was OOM-killed when it
+ * used one). Modes 1 (always) and 2 (strict, checked by the kernel at
+ * commit) are not this test's. */
+static void sizes_beyond_ram_and_swap_fail_under_heuristic_overcommit(void **state) {
+  (void)state;
+  char buf[8] = "";
+  FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+  if (!f || !fgets(buf, sizeof buf, f) || buf[0] != '0') {
+    if (f) fclose(f);
+    skip();
+  }
+  fclose(f);
+  pz_kernel.overcommit = 0; /* as read at start (growth_past_free_chunks sets 1) */
+  struct sysinfo si;
+  assert_int_equal(sysinfo(&si), 0);
+  size_t over = ((size_t)si.totalram + si.totalswap) * si.mem_unit + ((size_t)1 << 30);
+  size_t sizes[] = {over, over * 32, (size_t)64 << 40};
+  for (size_t i = 0; i < 3; i++) {
+    errno = 0;
+    assert_null(prezero_malloc(sizes[i]));
+    assert_int_equal(errno, ENOMEM);
+    errno = 0;
+    assert_null(prezero_calloc(1, sizes[i]));
+    assert_int_equal(errno, ENOMEM);
+  }
+  void *p = NULL;
+  assert_int_equal(prezero_posix_memalign(&p, (size_t)1 << 46, 1), ENOMEM);
+  assert_null(p);
+  void *q = prezero_malloc((size_t)4 << 20); /* growing a block beyond it fails, the block stays */
+  assert_non_null(q);
+  errno = 0;
+  assert_null(prezero_realloc(q, over));
+  assert_int_equal(errno, ENOMEM);
+  prezero_free(q);
 }
 
 static void calloc_overflow_and_zeroing(void **state) {
@@ -225,6 +267,27 @@ static void free_sized_accepts_matching_sizes(void **state) {
     prezero_free_sized(p, sizes[i]);
   }
   prezero_free_sized(NULL, 10);
+}
+
+/* Frees by a thread that never allocated (it has no heap) are counted:
+ * before, 1000 such frees left free_calls unchanged. */
+static void *free_all(void *arg) {
+  void **v = arg;
+  for (int i = 0; i < 1000; i++) prezero_free(v[i]);
+  return NULL;
+}
+static void stats_count_frees_by_a_thread_that_never_allocated(void **state) {
+  (void)state;
+  static void *v[1000];
+  for (int i = 0; i < 1000; i++) assert_non_null(v[i] = prezero_malloc(48));
+  struct prezero_stats a, b;
+  prezero_stats_get(&a);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, free_all, v), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  prezero_stats_get(&b);
+  assert_true(b.free_calls - a.free_calls >= 1000);
+  assert_true(b.remote_frees - a.remote_frees >= 1000);
 }
 
 static void stats_count_and_calloc_skips_memset_on_fresh_memory(void **state) {
@@ -453,6 +516,7 @@ int main(void) {
       cmocka_unit_test(malloc_sizes_alignment_and_usable_size),
       cmocka_unit_test(malloc_zero_is_unique_and_freeable),
       cmocka_unit_test(impossible_sizes_fail_with_enomem),
+      cmocka_unit_test(sizes_beyond_ram_and_swap_fail_under_heuristic_overcommit),
       cmocka_unit_test(calloc_overflow_and_zeroing),
       cmocka_unit_test(realloc_semantics),
       cmocka_unit_test(realloc_large_moves_pages_and_keeps_contents),
@@ -461,6 +525,7 @@ int main(void) {
       cmocka_unit_test(alignment_apis),
       cmocka_unit_test(free_sized_accepts_matching_sizes),
       cmocka_unit_test(stats_count_and_calloc_skips_memset_on_fresh_memory),
+      cmocka_unit_test(stats_count_frees_by_a_thread_that_never_allocated),
       cmocka_unit_test(realloc_grows_medium_blocks_in_place),
       cmocka_unit_test(blocks_freed_by_another_thread_are_reused_there),
       cmocka_unit_test(a_full_page_that_gets_one_block_back),
