@@ -123,6 +123,7 @@ static void *spawned(void *slot) {
 }
 
 void pz_main_exited(void) { atomic_store(&main_exited, true); }
+bool pz_main_has_exited(void) { return atomic_load_explicit(&main_exited, memory_order_relaxed); }
 
 void pz_threads_postfork_child(void) { /* none of ours was copied; the forking thread is main */
   atomic_store(&own_threads, 0);

@@ -115,6 +115,7 @@ PZ_HIDDEN int pz_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(
 PZ_HIDDEN int pz_thread_spawn(void *(*fn)(void *), void *arg, size_t stack);
 /* The main thread has ended (pthread_exit: the process goes on). */
 PZ_HIDDEN void pz_main_exited(void);
+PZ_HIDDEN bool pz_main_has_exited(void);
 PZ_HIDDEN void pz_threads_postfork_child(void);
 /* true when the main thread has ended and every thread left is one of
  * ours: they leave then (a stat of /proc/self/task; no descriptor). */
