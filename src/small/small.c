@@ -653,7 +653,6 @@ static void free_local(pz_heap *h, pz_page *pg, pz_block *b) {
 /* The oldest n blocks of tc[cls] go to their pages. */
 static void tc_drain(pz_heap *h, unsigned cls, size_t n) {
   pz_block **base = h->tc_base[cls], **top = h->tc_top[cls];
-  h->tc_top[cls] = base; /* a page retiring below must not find blocks here */
   h->stats.free_calls += n;
   for (size_t i = 0; i < n; i++) free_local(h, pz_small_page_of(pz_chunk_of(base[i]), base[i]), base[i]);
   memmove(base, base + n, (size_t)(top - base - (ptrdiff_t)n) * sizeof *base);

@@ -57,12 +57,7 @@ static void impossible_sizes_fail_with_enomem(void **state) {
   (void)state;
   size_t bad[] = {SIZE_MAX, SIZE_MAX / 2, (size_t)PTRDIFF_MAX + 1, (size_t)1 << 62};
   for (size_t i = 0; i < 4; i++) {
-    errno = 0;
-    assert_null(prezero_malloc(bad[i]));
-    assert_int_equal(errno, ENOMEM);
-    errno = 0;
-    assert_null(prezero_calloc(1, bad[i]));
-    assert_int_equal(errno, ENOMEM);
+    expect_enomem(bad[i]);
     errno = 0;
     assert_null(prezero_aligned_alloc(64, bad[i]));
     assert_int_equal(errno, ENOMEM);
@@ -94,12 +89,7 @@ static void sizes_beyond_ram_and_swap_fail_under_heuristic_overcommit(void **sta
   size_t over = ((size_t)si.totalram + si.totalswap) * si.mem_unit + ((size_t)1 << 30);
   size_t sizes[] = {over, over * 32, (size_t)64 << 40};
   for (size_t i = 0; i < 3; i++) {
-    errno = 0;
-    assert_null(prezero_malloc(sizes[i]));
-    assert_int_equal(errno, ENOMEM);
-    errno = 0;
-    assert_null(prezero_calloc(1, sizes[i]));
-    assert_int_equal(errno, ENOMEM);
+    expect_enomem(sizes[i]);
   }
   void *p = NULL;
   assert_int_equal(prezero_posix_memalign(&p, (size_t)1 << 46, 1), ENOMEM);

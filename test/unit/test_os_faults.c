@@ -72,12 +72,7 @@ static void first_allocation_without_memory_fails_cleanly(void **state) {
   fail_mmap = 1;
   size_t sizes[] = {1, 100, 4000, 100000, 500000, 4 << 20};
   for (int i = 0; i < 6; i++) {
-    errno = 0;
-    assert_null(prezero_malloc(sizes[i]));
-    assert_int_equal(errno, ENOMEM);
-    errno = 0;
-    assert_null(prezero_calloc(1, sizes[i]));
-    assert_int_equal(errno, ENOMEM);
+    expect_enomem(sizes[i]);
   }
   void *p = (void *)1;
   assert_int_equal(prezero_posix_memalign(&p, 4096, 100), ENOMEM);
